@@ -183,8 +183,11 @@ def _conv(x, weights, spec):
                       for i, k in zip(inputs, kernels)], axis=3)
 
 
-def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1'):
+def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1', stop=None):
     """AlexNet from layer `start` to fc8 -> (logits, end_points).
+
+    With `stop` (a layer name), build only the layers before it and return (the tensor that
+    feeds `stop`, end_points) instead: the frozen part whose output the feature cache stores.
 
     `inputs` is the preprocessed image batch [N, 227, 227, 3] for start='conv1', else the batch of
     the end point `boundary(start)` (e.g. pool5 [N, 6, 6, 256] for start='fc6'). `keep_prob` is a
@@ -192,10 +195,13 @@ def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1'
     layers ('conv1/weights', ..., 'fc8/biases') in the current variable scope.
     """
     first = LAYER_NAMES.index(layer_name(start))
+    last = LAYER_NAMES.index(layer_name(stop)) if stop else len(LAYERS)
+    if last <= first:
+        raise ValueError('stop layer %s does not come after start layer %s' % (stop, start))
     shapes = weight_shapes(num_classes)
     end_points = {boundary(start): inputs}
     x = inputs
-    for name, spec in LAYERS[first:]:
+    for name, spec in LAYERS[first:last]:
         weights_shape, biases_shape = shapes[name]
         with tf1.variable_scope(name):
             weights, biases = _variables(name, weights_shape, biases_shape)
@@ -220,7 +226,8 @@ def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1'
                 blob = next(blobs)
                 x = end_points[blob] = tf.nn.max_pool2d(
                     x, POOL['ksize'], POOL['strides'], POOL['padding'], name=blob)
-    end_points['prob'] = tf.nn.softmax(x, name='prob')
+    if stop is None:
+        end_points['prob'] = tf.nn.softmax(x, name='prob')
     return x, end_points
 
 
