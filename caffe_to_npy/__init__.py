@@ -1,0 +1,18 @@
+"""Caffe deploy.prototxt + .caffemodel -> TensorFlow-layout weights (.npz), checked against Caffe.
+
+    python -m caffe_to_npy DEPLOY.prototxt MODEL.caffemodel OUT.npz [--legacy-npy] [--verify IMAGE ...]
+
+Public API:
+    convert(prototxt, caffemodel) -> {layer: {'weights', 'biases'}}   (in memory)
+    convert_file(prototxt, caffemodel, out_path, legacy_npy=False) -> Summary   (atomic write)
+    verify(prototxt, caffemodel, weights_path, image_paths) -> dict   (OpenCV Caffe vs our graph)
+    Net(prototxt)        the prototxt's structure with inferred blob shapes
+    ConversionError      every bad-input error
+    synthetic.write_alexnet(directory, num_classes=1000, seed=0, fmt='v1') -> (prototxt, caffemodel)
+"""
+from .converter import Net, Summary, WEIGHT_LAYOUTS, convert, convert_file
+from .errors import ConversionError
+from .verify import TOLERANCE, relative_difference, verify
+
+__all__ = ['ConversionError', 'Net', 'Summary', 'TOLERANCE', 'WEIGHT_LAYOUTS', 'convert',
+           'convert_file', 'relative_difference', 'verify']

@@ -1,0 +1,104 @@
+"""python -m caffe_to_npy DEPLOY.prototxt MODEL.caffemodel OUT.npz [--legacy-npy] [--verify IMAGE ...]"""
+import argparse
+import os
+import sys
+
+from .converter import convert_file
+from .errors import ConversionError
+from .verify import TOLERANCE
+
+EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog='python -m caffe_to_npy',
+        description='Convert a Caffe model (deploy .prototxt + .caffemodel, V1 or new format) to '
+                    'float32 weights in TensorFlow layouts: conv HWIO, fc (in, out), fc6 rows '
+                    'reordered from C,H,W to H,W,C. Writes an .npz with keys <layer>/weights and '
+                    '<layer>/biases (np.load(path, allow_pickle=False)).',
+        epilog='example: python -m caffe_to_npy bvlc_alexnet/deploy.prototxt '
+               'bvlc_alexnet.caffemodel weights/bvlc_alexnet.npz --verify photo.jpg')
+    parser.add_argument('prototxt', help='the deploy .prototxt (network structure)')
+    parser.add_argument('caffemodel', help='the binary .caffemodel (weights)')
+    parser.add_argument('out', help='output file: .npz, or .npy with --legacy-npy')
+    parser.add_argument('--legacy-npy', action='store_true',
+                        help='write the pickled dict-of-dicts .npy older ports read '
+                             "({'conv1': {'weights': W, 'biases': b}, ...}; loading it needs "
+                             'allow_pickle=True)')
+    parser.add_argument('--verify', nargs='+', metavar='IMAGE',
+                        help='run OpenCV\'s Caffe runtime and our alexnet graph on these images '
+                             'and compare fc8 and prob; relative difference = max|ours - caffe| / '
+                             'max|caffe|; fails (exit %d, nothing written) above %g'
+                             % (EXIT_MISMATCH, TOLERANCE))
+    return parser
+
+
+def _print_summary(summary):
+    for name, arrays in summary.layers:
+        print('  %-6s %s' % (name, '  '.join('%s %s' % (key, tuple(shape)) for key, shape in arrays)))
+    if summary.ignored:
+        print('  not in the prototxt, not converted: %s' % ', '.join(summary.ignored))
+    print('%d layers, %s parameters (%.1f MB float32) -> %s (%s) in %.2f s' % (
+        len(summary.layers), format(summary.parameters, ','), summary.parameters * 4 / 1e6,
+        summary.path, summary.format, summary.seconds))
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    check = None
+    if args.verify:
+        missing = [p for p in args.verify if not os.path.isfile(p)]
+        if missing:
+            raise ConversionError('--verify image not found: %s' % missing[0])
+        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+        from .verify import verify
+        results = {}
+
+        def check(tmp_path):
+            results.update(verify(args.prototxt, args.caffemodel, tmp_path, args.verify,
+                                  allow_pickle=args.legacy_npy))
+            if not results['ok']:
+                raise _Mismatch()
+    try:
+        summary = convert_file(args.prototxt, args.caffemodel, args.out,
+                               legacy_npy=args.legacy_npy, check=check)
+    except _Mismatch:
+        summary = None
+    if args.verify:
+        print('verify on %d image(s): max relative difference (max|ours - caffe| / max|caffe|) '
+              'fc8 %.2e, prob %.2e; top-1 agreement %.0f%%; tolerance %g: %s' % (
+                  results['images'], results['fc8'], results['prob'],
+                  100 * results['top1_agreement'], TOLERANCE,
+                  'OK' if results['ok'] else 'MISMATCH'))
+    if summary is None:
+        print('caffe_to_npy: error: the converted weights do not reproduce Caffe\'s outputs '
+              '(see above); nothing written to %s' % args.out, file=sys.stderr)
+        return EXIT_MISMATCH
+    _print_summary(summary)
+    return 0
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _error_types():
+    """ConversionError plus alexnet's input errors (alexnet is loaded only by --verify)."""
+    alexnet = sys.modules.get('alexnet')
+    return (ConversionError, OSError) + tuple(
+        getattr(alexnet, name) for name in ('ImageError', 'WeightsError') if hasattr(alexnet, name))
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print('caffe_to_npy: interrupted; nothing written', file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # one line for bad input, no traceback
+        if not isinstance(e, _error_types()):
+            raise
+        message = str(e).strip().replace('\n', ' ')
+        print('caffe_to_npy: error: %s' % message, file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,85 @@
+"""--verify: OpenCV's Caffe runtime and our TensorFlow graph on the same preprocessed images.
+
+relative difference = max|ours - caffe| / max|caffe| over all images and outputs of a blob;
+the conversion passes when it is <= TOLERANCE for fc8 and for prob.
+TensorFlow, OpenCV and alexnet are imported here only, when a check runs.
+"""
+import numpy as np
+
+from .errors import ConversionError
+
+TOLERANCE = 1e-4
+OUTPUTS = ('fc8', 'prob')
+
+
+def relative_difference(ours, reference):
+    """max|ours - reference| / max|reference| (a scalar)."""
+    ours, reference = np.asarray(ours, np.float64), np.asarray(reference, np.float64)
+    if ours.shape != reference.shape:
+        raise ConversionError('output shapes differ: ours %s, Caffe %s' % (ours.shape,
+                                                                          reference.shape))
+    scale = np.abs(reference).max()
+    return float(np.abs(ours - reference).max() / scale) if scale else float(
+        np.abs(ours).max())
+
+
+def caffe_forward(prototxt, caffemodel, images, outputs=OUTPUTS):
+    """Run OpenCV's Caffe importer on preprocessed NHWC float32 BGR images; {blob: array}."""
+    import cv2
+    try:
+        net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    except cv2.error as e:
+        raise ConversionError('OpenCV cannot load %s + %s: %s' % (
+            prototxt, caffemodel, str(e).strip().splitlines()[-1])) from None
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    net.setInput(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
+    results = net.forward(list(outputs))
+    return {name: np.asarray(r).reshape(len(images), -1) for name, r in zip(outputs, results)}
+
+
+def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
+    """Run alexnet.build + alexnet.load_weights (tf.compat.v1) on NHWC images; {end point: array}.
+
+    `weights` is a weights file path or an already read {layer: {'weights', 'biases'}} dict.
+    """
+    import alexnet
+    import tensorflow as tf
+    if isinstance(weights, str):
+        weights = alexnet.read_weights(weights, allow_pickle=allow_pickle)
+    num_classes = int(np.shape(weights['fc8']['biases'])[0])
+    graph = tf.Graph()
+    with graph.as_default():
+        inputs = tf.compat.v1.placeholder(
+            tf.float32, [None, alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3], name='images')
+        _, end_points = alexnet.build(inputs, num_classes=num_classes, keep_prob=1.0)
+        with tf.compat.v1.Session(graph=graph) as session:
+            alexnet.load_weights(session, weights)
+            results = session.run({name: end_points[name] for name in outputs},
+                                  {inputs: np.asarray(images, np.float32)})
+    return {name: results[name].reshape(len(images), -1) for name in outputs}
+
+
+def load_images(image_paths):
+    """Preprocess with alexnet.load_image (the one preprocessing shared with validation)."""
+    import alexnet
+    if not image_paths:
+        raise ConversionError('--verify needs at least one image')
+    return np.stack([alexnet.load_image(path) for path in image_paths])
+
+
+def verify(prototxt, caffemodel, weights_path, image_paths, allow_pickle=False):
+    """Compare our graph on `weights_path` with OpenCV's Caffe forward of prototxt + caffemodel.
+
+    Returns {'fc8': rel diff, 'prob': rel diff, 'top1_agreement': fraction, 'images': n,
+    'tolerance': TOLERANCE, 'ok': bool}; relative diff = max|ours - caffe| / max|caffe|.
+    """
+    images = load_images(image_paths)
+    reference = caffe_forward(prototxt, caffemodel, images)
+    ours = tf_forward(weights_path, images, allow_pickle=allow_pickle)
+    result = {name: relative_difference(ours[name], reference[name]) for name in OUTPUTS}
+    result['top1_agreement'] = float(np.mean(ours['prob'].argmax(1) ==
+                                             reference['prob'].argmax(1)))
+    result.update(images=len(images), tolerance=TOLERANCE,
+                  ok=all(result[name] <= TOLERANCE for name in OUTPUTS))
+    return result
