@@ -1,0 +1,152 @@
+"""The test report of a fine-tuning run: confusion matrix, per-class figures, tables and plots.
+
+Everything here is computed from (labels, predictions) alone, so the report can always be checked
+against `predictions.csv`.
+"""
+import csv
+import json
+import os
+
+import numpy as np
+
+PREDICTIONS_HEADER = ('path', 'label', 'predicted', 'confidence')
+
+
+def atomic_write(path, write, mode='w'):
+    """Write `path` through a temporary file and a rename, so it is either complete or absent."""
+    tmp = '%s.tmp-%d' % (path, os.getpid())
+    try:
+        with open(tmp, mode, **({'newline': ''} if 'b' not in mode else {})) as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def confusion_matrix(labels, predicted, num_classes):
+    """Rows are true labels, columns predictions."""
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
+    return matrix
+
+
+def per_class(matrix):
+    """precision, recall, f1, support per class; 0 where a ratio has no denominator."""
+    matrix = np.asarray(matrix, np.float64)
+    correct = np.diag(matrix)
+    predicted, support = matrix.sum(0), matrix.sum(1)
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=predicted > 0)
+    recall = np.divide(correct, support, out=np.zeros_like(correct), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(correct), where=total > 0)
+    return precision, recall, f1, support.astype(np.int64)
+
+
+def build_report(classes, labels, predicted, checkpoint):
+    matrix = confusion_matrix(labels, predicted, len(classes))
+    precision, recall, f1, support = per_class(matrix)
+    return {
+        'classes': list(classes),
+        'accuracy': float(np.trace(matrix) / max(matrix.sum(), 1)),
+        'correct': int(np.trace(matrix)),
+        'total': int(matrix.sum()),
+        'confusion_matrix': matrix.tolist(),
+        'precision': precision.round(6).tolist(),
+        'recall': recall.round(6).tolist(),
+        'f1': f1.round(6).tolist(),
+        'support': support.tolist(),
+        'checkpoint': checkpoint,
+    }
+
+
+def markdown_table(report):
+    """The seed's table: confusion matrix with a recall column, a precision row, the accuracy."""
+    classes, matrix = report['classes'], report['confusion_matrix']
+    lines = ['# Test report', '',
+             'checkpoint: `%s`  ' % report['checkpoint'],
+             'accuracy: **%.4f** (%d / %d)' % (report['accuracy'], report['correct'], report['total']),
+             '', 'Rows: true class; columns: predicted class (numbered as in the first column).', '',
+             '| # | class | ' + ' | '.join(str(i) for i in range(len(classes))) + ' | recall |',
+             '|---|---|' + '---:|' * len(classes) + '---:|']
+    for i, name in enumerate(classes):
+        cells = ' | '.join(str(v) for v in matrix[i])
+        lines.append('| %d | %s | %s | %.3f |' % (i, name, cells, report['recall'][i]))
+    lines.append('| | **precision** | ' + ' | '.join('%.3f' % p for p in report['precision'])
+                 + ' | **%.3f** |' % report['accuracy'])
+    return '\n'.join(lines) + '\n'
+
+
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint):
+    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png."""
+    probabilities = np.asarray(probabilities)
+    predicted = probabilities.argmax(1)
+    confidence = probabilities.max(1)
+    report = build_report(classes, labels, predicted, checkpoint)
+
+    def predictions(f):
+        writer = csv.writer(f, lineterminator='\n')
+        writer.writerow(PREDICTIONS_HEADER)
+        for row in zip(paths, labels, predicted, confidence):
+            writer.writerow((row[0], int(row[1]), int(row[2]), '%.6f' % row[3]))
+
+    atomic_write(os.path.join(out_dir, 'predictions.csv'), predictions)
+    atomic_write(os.path.join(out_dir, 'test_report.json'),
+                 lambda f: json.dump(report, f, indent=1))
+    atomic_write(os.path.join(out_dir, 'test_report.md'), lambda f: f.write(markdown_table(report)))
+    plot_confusion(os.path.join(out_dir, 'confusion_matrix.png'), report)
+    return report
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save_figure(figure, path):
+    atomic_write(path, lambda f: figure.savefig(f, format='png', dpi=110), mode='wb')
+
+
+def plot_confusion(path, report):
+    plt = _pyplot()
+    classes, matrix = report['classes'], np.asarray(report['confusion_matrix'])
+    size = max(5.0, 0.42 * len(classes) + 2.5)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    shown = axes.imshow(matrix, cmap='Blues')
+    axes.set_xticks(range(len(classes)))
+    axes.set_yticks(range(len(classes)))
+    axes.set_xticklabels(classes, rotation=90, fontsize=8)
+    axes.set_yticklabels(classes, fontsize=8)
+    axes.set_xlabel('predicted')
+    axes.set_ylabel('true')
+    axes.set_title('test accuracy %.3f (%d / %d)'
+                   % (report['accuracy'], report['correct'], report['total']))
+    top = matrix.max() if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        if value:
+            axes.text(j, i, str(value), ha='center', va='center', fontsize=7,
+                      color='white' if value > top / 2 else 'black')
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_curves(path, rows):
+    """Loss and accuracy per epoch, train and validation, from metrics.csv rows (dicts)."""
+    plt = _pyplot()
+    epochs = [int(r['epoch']) for r in rows]
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
+    for axes, key, title in ((loss, 'loss', 'loss (cross-entropy)'), (accuracy, 'accuracy', 'accuracy')):
+        for split, style in (('train', 'o-'), ('val', 's-')):
+            axes.plot(epochs, [float(r['%s_%s' % (split, key)]) for r in rows], style,
+                      label='validation' if split == 'val' else split)
+        axes.set_xlabel('epoch')
+        axes.set_title(title)
+        axes.grid(alpha=0.3)
+        axes.legend()
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)

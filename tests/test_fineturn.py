@@ -1,0 +1,189 @@
+"""fineturn.py end to end on a tiny generated dataset and generated AlexNet weights."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import alexnet
+import fineturn
+import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONV = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+
+
+def run(args, capsys=None):
+    code = fineturn.main([str(a) for a in args])
+    out = capsys.readouterr() if capsys else None
+    return code, out
+
+
+def base_args(data, weights, run_dir, epochs=3, *extra):
+    return ['--data-dir', data, '--weights', weights, '--run-dir', run_dir, '--epochs', epochs,
+            '--batch-size', 16, '--learning-rate', 0.01, '--seed', 3] + list(extra)
+
+
+def read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope='module')
+def trained(tiny_records, alexnet_npz, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp('run')
+    code = fineturn.main([str(a) for a in base_args(tiny_records, alexnet_npz, run_dir)])
+    assert code == 0
+    return str(run_dir)
+
+
+def test_run_outputs_and_accuracy(trained, tiny_records):
+    for name in ('metrics.csv', 'best.json', 'test_report.json', 'test_report.md',
+                 'predictions.csv', 'confusion_matrix.png', 'curves.png', 'settings.json'):
+        assert os.path.getsize(os.path.join(trained, name)) > 0, name
+    rows = read_csv(os.path.join(trained, 'metrics.csv'))
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert list(rows[0]) == list(fineturn.METRICS_HEADER)
+    for epoch in (1, 2, 3):
+        assert fineturn.has_checkpoint(trained, epoch)
+        assert os.path.getsize(fineturn.checkpoint_path(trained, epoch) + '.meta') < 1 << 20
+    # lr decays once per epoch
+    rates = [float(r['learning_rate']) for r in rows]
+    assert rates[1] == pytest.approx(rates[0] * 0.99, rel=1e-4)
+    result = json.load(open(os.path.join(trained, 'test_report.json')))
+    chance = 1 / len(result['classes'])
+    assert result['accuracy'] >= 0.6 > 2 * chance
+    best = json.load(open(os.path.join(trained, 'best.json')))
+    assert best['checkpoint'] == 'model.ckpt-%d' % best['epoch']
+    assert best['epoch'] == int(fineturn.best_epoch(rows)['epoch'])
+
+
+def test_report_agrees_with_predictions(trained, tiny_records):
+    result = json.load(open(os.path.join(trained, 'test_report.json')))
+    predictions = read_csv(os.path.join(trained, 'predictions.csv'))
+    split = [r for r in read_csv(os.path.join(tiny_records, 'split.csv')) if r['split'] == 'test']
+    # every test image once, with its label
+    assert sorted((p['path'], p['label']) for p in predictions) == \
+        sorted((s['path'], s['label']) for s in split)
+    labels = [int(p['label']) for p in predictions]
+    predicted = [int(p['predicted']) for p in predictions]
+    matrix = report.confusion_matrix(labels, predicted, len(result['classes']))
+    assert matrix.tolist() == result['confusion_matrix']
+    assert result['accuracy'] == pytest.approx(np.mean(np.equal(labels, predicted)))
+    for c in range(len(result['classes'])):
+        said = [p for p, l in zip(predicted, labels) if p == c]
+        true = [l for p, l in zip(predicted, labels) if p == c]
+        if said:
+            assert result['precision'][c] == pytest.approx(np.mean(np.equal(true, c)), abs=1e-6)
+        assert result['support'][c] == labels.count(c)
+    assert all(0 < float(p['confidence']) <= 1 for p in predictions)
+
+
+def test_frozen_layers_bit_identical_and_trained_layers_moved(trained, alexnet_npz, tiny_records):
+    weights = alexnet.read_weights(alexnet_npz)
+    reader = tf.train.load_checkpoint(fineturn.checkpoint_path(trained, 3))
+    for layer in CONV:
+        for kind in ('weights', 'biases'):
+            assert np.array_equal(reader.get_tensor('%s/%s' % (layer, kind)),
+                                  weights[layer][kind]), layer
+    assert not np.array_equal(reader.get_tensor('fc6/weights'), weights['fc6']['weights'])
+    classes = open(os.path.join(tiny_records, 'labels.txt')).read().split()
+    assert reader.get_tensor('fc8/biases').shape == (len(classes),)
+
+
+def test_cache_and_full_graph_agree_exactly(tiny_records, alexnet_npz, tmp_path, capsys):
+    """Dropout and flips off: the cached head and the full graph see identical batches."""
+    metrics = {}
+    for mode, extra in (('cache', []), ('full', ['--no-cache'])):
+        run_dir = tmp_path / mode
+        code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 2, '--keep-prob', 1,
+                                  '--no-flip', *extra), capsys)
+        assert code == 0, out.err
+        assert ('feature cache on' if mode == 'cache' else '--no-cache') in out.out
+        metrics[mode] = read_csv(run_dir / 'metrics.csv')
+    for cached, full in zip(metrics['cache'], metrics['full']):
+        for key in ('train_loss', 'train_accuracy', 'val_loss', 'val_accuracy'):
+            assert float(cached[key]) == pytest.approx(float(full[key]), rel=1e-4, abs=1e-6), key
+
+
+def test_flip_order_is_shared_by_both_paths():
+    order, variants = fineturn.training_order(50, fineturn.epoch_seed(3, 1), flip=True)
+    assert sorted(order) == list(range(50)) and list(order) != list(range(50))
+    assert set(variants) == {0, 1, 2, 3}
+    again = fineturn.training_order(50, fineturn.epoch_seed(3, 1), flip=True)
+    assert np.array_equal(order, again[0]) and np.array_equal(variants, again[1])
+    other = fineturn.training_order(50, fineturn.epoch_seed(3, 2), flip=True)
+    assert not np.array_equal(order, other[0])
+
+
+def test_resume_after_kill_9(tiny_records, alexnet_npz, tmp_path):
+    run_dir = tmp_path / 'run'
+    command = [sys.executable, os.path.join(ROOT, 'fineturn.py')] + \
+        [str(a) for a in base_args(tiny_records, alexnet_npz, run_dir, 3, '--no-cache')]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while not fineturn.has_checkpoint(run_dir, 1) and time.time() < deadline:
+        assert process.poll() is None, process.stdout.read().decode()
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = fineturn.completed_epochs(str(run_dir))
+    assert len(done) <= 2
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    if done:
+        assert 'resuming' in finished.stdout
+    rows = read_csv(run_dir / 'metrics.csv')
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert os.path.exists(run_dir / 'test_report.json')
+
+
+def test_resume_redoes_an_epoch_whose_row_was_not_written(trained, tiny_records, alexnet_npz,
+                                                          tmp_path, capsys):
+    """A kill between saving checkpoint 3 and its metrics row: epoch 3 runs again, once."""
+    import shutil
+    run_dir = tmp_path / 'copy'
+    shutil.copytree(trained, run_dir)
+    rows = read_csv(run_dir / 'metrics.csv')[:2]
+    fineturn.write_metrics(str(run_dir), rows)
+    code, out = run(base_args(tiny_records, alexnet_npz, run_dir), capsys)
+    assert code == 0, out.err
+    assert 'resuming' in out.out and 'after epoch 2' in out.out
+    assert [int(r['epoch']) for r in read_csv(run_dir / 'metrics.csv')] == [1, 2, 3]
+
+
+def test_evaluate_any_checkpoint(trained, tiny_records, alexnet_npz, capsys):
+    code, out = run(base_args(tiny_records, alexnet_npz, trained) +
+                    ['--evaluate', fineturn.checkpoint_path(trained, 1) + '.index'], capsys)
+    assert code == 0, out.err
+    out_dir = os.path.join(trained, 'evaluate-model.ckpt-1')
+    result = json.load(open(os.path.join(out_dir, 'test_report.json')))
+    predictions = read_csv(os.path.join(out_dir, 'predictions.csv'))
+    assert result['total'] == len(predictions) and result['checkpoint'].endswith('model.ckpt-1')
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--train-layers', 'fc6,fc9'], 'unknown layer(s) fc9'),
+    (['--skip-layers', 'none'], 'add fc8 to --skip-layers'),
+    (['--skip-layers', 'fc7,fc8', '--train-layers', 'fc8'], 'neither loaded nor trained'),
+    (['--learning-rate', '1e30'], 'at epoch 1, step'),
+])
+def test_bad_settings_are_one_line_errors(tiny_records, alexnet_npz, tmp_path, capsys, extra,
+                                          message):
+    code, out = run(base_args(tiny_records, alexnet_npz, tmp_path / 'run', 1) + extra, capsys)
+    assert code == 1
+    assert message in out.err and 'Traceback' not in out.err
+    assert len(out.err.strip().splitlines()) == 1
+
+
+def test_missing_inputs_name_the_command(tiny_records, alexnet_npz, tmp_path, capsys):
+    code, out = run(base_args(tmp_path / 'nothing', alexnet_npz, tmp_path / 'a', 1), capsys)
+    assert code == 1 and 'convert_tfrecord.py' in out.err
+    code, out = run(base_args(tiny_records, tmp_path / 'absent.npz', tmp_path / 'b', 1), capsys)
+    assert code == 1 and 'caffe_to_npy' in out.err
