@@ -1,0 +1,287 @@
+"""validate_alexnet_on_imagenet.py: class names, classify(), outputs and the CLI's error paths.
+
+The weights are random arrays of AlexNet's shapes, made here; their scale is chosen so the softmax
+is far from uniform, so ordering and per-image bugs show.
+"""
+import os
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import alexnet
+import setting
+import validate_alexnet_on_imagenet as validate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, 'validate_alexnet_on_imagenet.py')
+ERROR_PREFIX = validate.PROG + ': error: '
+
+
+def random_weights(num_classes=alexnet.NUM_IMAGENET_CLASSES, seed=0):
+    """{layer: {'weights', 'biases'}}: He-scaled normals, conv1 also divided by the pixel scale."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for layer, (w_shape, b_shape) in alexnet.weight_shapes(num_classes).items():
+        std = np.sqrt(2.0 / np.prod(w_shape[:-1])) / (16.0 if layer == 'conv1' else 1.0)
+        weights[layer] = {'weights': rng.standard_normal(w_shape, np.float32) * np.float32(std),
+                          'biases': rng.standard_normal(b_shape, np.float32) * np.float32(0.1)}
+    return weights
+
+
+def save_npz(path, weights):
+    np.savez(path, **{'%s/%s' % (layer, kind): value
+                      for layer, entry in weights.items() for kind, value in entry.items()})
+    return str(path)
+
+
+def write_image(path, seed, size=(300, 260), channels=3):
+    """A picture with structure (shapes on a gradient), different for each seed."""
+    rng = np.random.default_rng(seed)
+    height, width = size
+    ramp = np.linspace(0, 1, width, dtype=np.float32)[None, :, None]
+    image = (rng.uniform(0, 255, 3) * ramp + rng.uniform(0, 128, 3)).astype(np.uint8)
+    image = np.ascontiguousarray(np.broadcast_to(image, (height, width, 3)))
+    for _ in range(12):
+        centre = tuple(int(v) for v in rng.integers(0, (width, height)))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        cv2.circle(image, centre, int(rng.integers(5, 80)), colour, -1)
+    if channels == 1:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif channels == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
+    assert cv2.imwrite(str(path), image)
+    return str(path)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, SCRIPT] + [str(a) for a in args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def assert_clean_error(proc, *expected):
+    """Non-zero exit, no traceback, exactly one error line from us that mentions `expected`."""
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    assert len(errors) == 1, proc.stderr
+    for text in expected:
+        assert text in errors[0], errors[0]
+    assert ' * ' not in proc.stdout
+
+
+@pytest.fixture(scope='module')
+def weights():
+    return random_weights()
+
+
+@pytest.fixture(scope='module')
+def weights_file(tmp_path_factory, weights):
+    return save_npz(tmp_path_factory.mktemp('weights') / 'alexnet.npz', weights)
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    """The real photo plus generated ones of other sizes and channel counts."""
+    folder = tmp_path_factory.mktemp('images')
+    return [validate.sample_image(),
+            write_image(folder / 'wide.png', 1, size=(200, 400)),
+            write_image(folder / 'small_gray.jpg', 2, size=(90, 120), channels=1),
+            write_image(folder / 'alpha.png', 3, channels=4),
+            write_image(folder / 'square.tif', 4, size=(256, 256))]
+
+
+# --- class names ---------------------------------------------------------------------------------
+
+def test_class_names_are_caffes_1000_in_sorted_wnid_order():
+    names = validate.read_class_names()
+    assert len(names) == 1000
+    # indices of Caffe's synset_words.txt (sorted WNIDs), as every ImageNet model reports them
+    expected = {0: 'tench, Tinca tinca', 1: 'goldfish, Carassius auratus', 281: 'tabby, tabby cat',
+                285: 'Egyptian cat', 409: 'analog clock', 652: 'military uniform',
+                999: 'toilet tissue, toilet paper, bathroom tissue'}
+    assert {i: names[i] for i in expected} == expected
+    assert not any(re.search(r'\bn\d{8}\b', name) for name in names)   # names only, no WNIDs
+    assert names.count('crane') == 2 and len(set(names)) == 999         # bird and machine, as Caffe
+
+
+def test_unreadable_class_names_file_is_a_clean_error(tmp_path):
+    with pytest.raises(validate.ValidateError, match='class names'):
+        validate.read_class_names(str(tmp_path / 'missing.txt'))
+
+
+# --- classify ------------------------------------------------------------------------------------
+
+def test_classify_rows_are_distributions_in_input_order(weights, images):
+    order = [images[3], images[0], images[4], images[1], images[2]]
+    result = validate.classify(order, weights, batch_size=2)   # batches of 2, 2 and 1
+    assert result.paths == order and result.unreadable == []
+    assert result.probs.shape == (5, 1000) and result.probs.dtype == np.float32
+    np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (result.probs.max(axis=1) > 0.01).all()           # far from uniform (0.001) ...
+    assert np.ptp(result.probs, axis=0).max() > 1e-3          # ... and image-dependent
+    # each row belongs to its own image: the same images alone and in one batch agree
+    for i in (0, 3):
+        alone = validate.classify([order[i]], weights, batch_size=1).probs[0]
+        np.testing.assert_allclose(result.probs[i], alone, rtol=1e-4, atol=1e-7)
+    together = validate.classify(order, weights, batch_size=8).probs
+    np.testing.assert_allclose(result.probs, together, rtol=1e-4, atol=1e-7)
+
+
+def test_classify_skips_or_raises_on_unreadable_images(weights, images, tmp_path):
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'not a jpeg at all')
+    result = validate.classify([broken, images[1]], weights, skip_unreadable=True)
+    assert result.paths == [images[1]] and result.probs.shape == (1, 1000)
+    assert [path for path, _ in result.unreadable] == [str(broken)]
+    assert str(broken) in result.unreadable[0][1]
+    with pytest.raises(alexnet.ImageError, match='broken.jpg'):
+        validate.classify([images[1], broken], weights)
+
+
+def test_top_k_is_descending_probability():
+    row = np.array([0.1, 0.4, 0.05, 0.4, 0.05], np.float32)
+    assert validate.top_k(row, 3).tolist() == [1, 3, 0]
+    text = validate.format_top_k('x.jpg', row, ['a', 'b', 'c', 'd', 'e'], 2)
+    assert text.splitlines() == ['x.jpg', '  1. 0.4000  b', '  2. 0.4000  d']
+
+
+# --- inputs and outputs --------------------------------------------------------------------------
+
+def test_directories_expand_to_sorted_image_files(tmp_path):
+    folder = tmp_path / 'photos'
+    (folder / 'sub').mkdir(parents=True)
+    for name in ('b.JPG', 'a.png', 'sub/c.tif', 'notes.txt', 'sub/.DS_Store'):
+        (folder / name).write_bytes(b'x')
+    single = tmp_path / 'named.dat'   # named on the command line: tried whatever its extension
+    single.write_bytes(b'x')
+    paths, ignored = validate.expand_inputs([str(single), str(folder)])
+    assert paths == [str(single), str(folder / 'a.png'), str(folder / 'b.JPG'),
+                     str(folder / 'sub' / 'c.tif')]
+    assert ignored == [str(folder / 'notes.txt'), str(folder / 'sub' / '.DS_Store')]
+    with pytest.raises(validate.ValidateError, match='no such file'):
+        validate.expand_inputs([str(folder), str(tmp_path / 'typo.jpg')])
+
+
+def test_save_probs_is_loadable_without_pickle_and_leaves_no_temporary(tmp_path):
+    probs = np.random.default_rng(1).random((3, 1000)).astype(np.float64)
+    paths = ['a.jpg', 'dir/b.png', 'ü.tif']
+    out = tmp_path / 'out' / 'probs.bin'          # folder created; name kept exactly
+    validate.save_probs(str(out), probs, paths)
+    with np.load(out, allow_pickle=False) as data:
+        assert data['probs'].dtype == np.float32 and data['paths'].dtype.kind == 'U'
+        np.testing.assert_array_equal(data['probs'], probs.astype(np.float32))
+        assert data['paths'].tolist() == paths
+    assert os.listdir(tmp_path / 'out') == ['probs.bin']
+
+
+def test_main_without_images_classifies_the_sample_photo(weights_file, tmp_path, capsys):
+    out = tmp_path / 'probs.npz'
+    assert validate.main(['--weights', weights_file, '--save-probs', str(out), '--top-k', '2']) == 0
+    with np.load(out) as data:
+        assert data['paths'].tolist() == [validate.sample_image()]
+        assert data['probs'].shape == (1, 1000)
+    printed = capsys.readouterr().out
+    assert 'grace_hopper.jpg' in printed and '  2. ' in printed and '  3. ' not in printed
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def parse_printed(stdout, top_k):
+    """{path: [(probability, name)]} from the per-image blocks of the output."""
+    blocks, lines = {}, stdout.splitlines()
+    for i, line in enumerate(lines):
+        if re.match(r'  1\. ', line):
+            ranked = [re.match(r'  (\d+)\. (\d\.\d{4})  (.+)$', l) for l in lines[i:i + top_k]]
+            assert [int(m.group(1)) for m in ranked] == list(range(1, top_k + 1)), lines[i:i + 6]
+            blocks[lines[i - 1]] = [(float(m.group(2)), m.group(3)) for m in ranked]
+    return blocks
+
+
+def test_cli_classifies_files_and_directories(weights_file, weights, images, tmp_path):
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    in_folder = [write_image(folder / name, seed) for name, seed in (('b.png', 7), ('a.jpg', 8))]
+    (folder / 'broken.png').write_bytes(b'\x89PNG truncated')
+    (folder / 'readme.txt').write_text('not an image')
+    out, figure = tmp_path / 'probs.npz', tmp_path / 'figure.png'
+    proc = run_cli(images[2], folder, images[0], '--weights', weights_file, '--top-k', 3,
+                   '--batch-size', 2, '--save-probs', out, '--figure', figure)
+    assert proc.returncode == 0, proc.stderr
+    expected = [images[2], sorted(in_folder)[0], sorted(in_folder)[1], images[0]]
+    with np.load(out, allow_pickle=False) as data:
+        probs, paths = data['probs'], data['paths'].tolist()
+    assert paths == expected and probs.shape == (4, 1000)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probs, validate.classify(expected, weights).probs,
+                               rtol=1e-4, atol=1e-7)
+    # what is printed follows the saved probabilities, largest first
+    names = validate.read_class_names()
+    printed = parse_printed(proc.stdout, 3)
+    assert list(printed) == expected
+    for path, row in zip(paths, probs):
+        order = np.argsort(-row, kind='stable')[:3]
+        assert printed[path] == [(round(float(row[j]), 4), names[j]) for j in order]
+    # skipped files are listed, the figure is a PNG
+    assert 'broken.png' in proc.stderr and 'readme.txt' in proc.stderr
+    assert ' * 4 image(s) classified, 1 unreadable skipped' in proc.stdout
+    assert figure.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert [name for name in os.listdir(tmp_path) if name.startswith('.tmp')] == []
+
+
+@pytest.fixture(scope='module')
+def small_weights(tmp_path_factory):
+    """Tiny weights files: only fc8, for 10 classes; as .npz and as a pickled dict .npy."""
+    folder = tmp_path_factory.mktemp('small')
+    fc8 = {'fc8': {'weights': np.zeros((4096, 10), np.float32), 'biases': np.zeros(10, np.float32)}}
+    np.save(folder / 'legacy.npy', fc8, allow_pickle=True)
+    return {'npz': save_npz(folder / 'ten.npz', fc8), 'npy': str(folder / 'legacy.npy')}
+
+
+def run_main(capsys, *args):
+    """validate.main in this process -> (exit code, stdout, stderr); argparse exits count too."""
+    try:
+        code = validate.main([str(a) for a in args])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_cli_process_exits_cleanly_on_user_mistakes(tmp_path):
+    """The real process: non-zero exit, one line, no traceback (main's wiring to sys.exit)."""
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'')
+    missing = run_cli(broken, '--weights', tmp_path / 'nope.npz')
+    assert_clean_error(missing, 'python -m caffe_to_npy', 'nope.npz')
+    assert_clean_error(run_cli('--top-k', 'five'), '--top-k')
+
+
+@pytest.mark.parametrize('case', ['missing weights', 'pickled npy', 'pickled npy allowed',
+                                  'not 1000 classes', 'all unreadable', 'no such input',
+                                  'empty folder', 'top-k too large', 'bad batch size'])
+def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights, images, tmp_path,
+                                              capsys):
+    broken = tmp_path / 'broken.jpg'
+    broken.write_bytes(b'')
+    (tmp_path / 'empty').mkdir()
+    args, expected = {
+        'missing weights': ([images[0], '--weights', tmp_path / 'nope.npz'],
+                            ['python -m caffe_to_npy', 'nope.npz']),
+        'pickled npy': ([images[0], '--weights', small_weights['npy']], ['--allow-pickle']),
+        # with the opt-in the file is read, and then fails for its class count
+        'pickled npy allowed': ([images[0], '--weights', small_weights['npy'], '--allow-pickle'],
+                                ['10 classes', '1000']),
+        'not 1000 classes': ([images[0], '--weights', small_weights['npz']],
+                             ['10 classes', 'imagenet_classes.txt']),
+        'all unreadable': ([broken, '--weights', weights_file], ['could be read', 'broken.jpg']),
+        'no such input': ([tmp_path / 'typo.jpg', '--weights', weights_file], ['typo.jpg']),
+        'empty folder': ([tmp_path / 'empty', '--weights', weights_file], ['no image files']),
+        'top-k too large': ([images[0], '--weights', weights_file, '--top-k', 1001], ['1001']),
+        'bad batch size': ([images[0], '--weights', weights_file, '--batch-size', 0],
+                           ['--batch-size']),
+    }[case]
+    assert_clean_error(run_main(capsys, *args), *expected)
