@@ -12,7 +12,7 @@ Public API:
 """
 from .converter import Net, Summary, WEIGHT_LAYOUTS, convert, convert_file
 from .errors import ConversionError
-from .verify import TOLERANCE, relative_difference, verify
+from .compare import TOLERANCE, relative_difference, verify
 
 __all__ = ['ConversionError', 'Net', 'Summary', 'TOLERANCE', 'WEIGHT_LAYOUTS', 'convert',
            'convert_file', 'relative_difference', 'verify']

@@ -5,7 +5,7 @@ import sys
 
 from .converter import convert_file
 from .errors import ConversionError
-from .verify import TOLERANCE
+from .compare import TOLERANCE
 
 EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
 
@@ -52,7 +52,7 @@ def main(argv=None):
         if missing:
             raise ConversionError('--verify image not found: %s' % missing[0])
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-        from .verify import verify
+        from .compare import verify
         results = {}
 
         def check(tmp_path):
