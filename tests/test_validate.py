@@ -285,3 +285,39 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
                            ['--batch-size']),
     }[case]
     assert_clean_error(run_main(capsys, *args), *expected)
+
+
+# --- end to end: Caffe model -> caffe_to_npy -> this script, against OpenCV's Caffe runtime --------
+
+def opencv_caffe_probs(prototxt, caffemodel, paths):
+    """OpenCV's own Caffe forward of the same preprocessed images (NCHW blob) -> (N, classes)."""
+    net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    blob = np.stack([alexnet.load_image(path) for path in paths]).transpose(0, 3, 1, 2)
+    net.setInput(np.ascontiguousarray(blob))
+    return net.forward('prob').reshape(len(paths), -1)
+
+
+@pytest.mark.parametrize('fmt', ['v1', 'new'])
+def test_converted_caffe_model_gives_caffes_probabilities(fmt, images, tmp_path):
+    from caffe_to_npy import synthetic
+    prototxt, caffemodel = synthetic.write_alexnet(str(tmp_path), fmt=fmt, seed=11)
+    weights_path, out = tmp_path / 'alexnet.npz', tmp_path / 'probs.npz'
+    convert = subprocess.run([sys.executable, '-m', 'caffe_to_npy', prototxt, caffemodel,
+                              str(weights_path)], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert convert.returncode == 0, convert.stderr
+    photos = [images[0], images[1], images[2]]   # grace_hopper.jpg and two generated pictures
+    proc = run_cli(*photos, '--weights', weights_path, '--save-probs', out, '--batch-size', 2)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out, allow_pickle=False) as data:
+        ours, paths = data['probs'], data['paths'].tolist()
+    assert paths == photos
+    caffe = opencv_caffe_probs(prototxt, caffemodel, photos)
+    assert caffe.max() > 0.01   # a real distribution, not a uniform one that anything matches
+    relative = np.abs(ours - caffe).max() / np.abs(caffe).max()
+    print('%s: max relative difference of probs %.2e, top-1 %s' % (
+        fmt, relative, (ours.argmax(1) == caffe.argmax(1)).tolist()))
+    assert relative < 1e-4
+    assert ours.argmax(1).tolist() == caffe.argmax(1).tolist()
