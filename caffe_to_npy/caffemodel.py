@@ -75,8 +75,8 @@ def _fields(buf, start, end):
         else:  # groups (3, 4) are not used by Caffe; 6 and 7 do not exist
             raise _WireError('invalid wire type %d' % wire, field_start)
         if value_end > end:
-            raise _WireError('a field of %d bytes runs past the end of its message (%d bytes left)'
-                             % (value_end - pos, end - pos), field_start)
+            raise _WireError('a field of %d bytes runs %d bytes past the end of its message'
+                             % (value_end - pos, value_end - end), field_start)
         yield number, wire, field_start, pos, value_end
         pos = value_end
 
@@ -113,14 +113,13 @@ class CaffeModel:
 
     # -- walking the file --------------------------------------------------------------------
     def _read_layers(self):
-        buf, layers, index = self._map, [], 0
+        buf, layers = self._map, []
         last_name = None
         try:
             for number, wire, _, start, end in _fields(buf, 0, self.size):
                 if number in _LAYER_FORMATS and wire == _WIRE_BYTES:
                     layers.append(self._read_layer(number, start, end))
                     last_name = layers[-1].name
-                    index += 1
         except _WireError as e:
             where = ('after layer %r' % last_name) if last_name else 'before the first layer'
             raise ConversionError(
