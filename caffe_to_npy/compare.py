@@ -34,7 +34,12 @@ def caffe_forward(prototxt, caffemodel, images, outputs=OUTPUTS):
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
     net.setInput(np.ascontiguousarray(np.asarray(images, np.float32).transpose(0, 3, 1, 2)))
-    results = net.forward(list(outputs))
+    try:
+        results = net.forward(list(outputs))
+    except cv2.error as e:
+        raise ConversionError('OpenCV cannot compute %s from %s (the check needs layers named %s):'
+                              ' %s' % (', '.join(outputs), prototxt, ' and '.join(outputs),
+                                       str(e).strip().splitlines()[-1])) from None
     return {name: np.asarray(r).reshape(len(images), -1) for name, r in zip(outputs, results)}
 
 

@@ -105,6 +105,22 @@ layers { name: "fc6" type: INNER_PRODUCT bottom: "pool1" top: "fc6"
     assert net.layer('conv1').params['stride'] == (4, 4)
 
 
+def test_prototxt_in_the_style_of_the_model_zoo(tmp_path):
+    # bvlc_alexnet/deploy.prototxt style: `shape: { ... }`, param {} blocks, comments
+    path = tmp_path / 'deploy.prototxt'
+    path.write_text('''name: "AlexNet"
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape: { dim: 10 dim: 3 dim: 227 dim: 227 } } }
+# a comment
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+  convolution_param { num_output: 96 kernel_size: 11 stride: 4 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+  pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+''')
+    assert [l.output_shape for l in Net(str(path)).layers] == [None, (96, 55, 55), (96, 27, 27)]
+
+
 def test_structure_of_the_synthetic_deploy(tiny):
     net = Net(tiny['v1'][0])
     shapes = {l.name: l.output_shape for l in net.layers}
