@@ -214,21 +214,26 @@ def draw_figure(out, paths, probs, names, k):
     count = min(len(paths), FIGURE_MAX_IMAGES)
     columns = min(count, 4)
     rows = -(-count // columns)
-    cell_height = 3.0 + 0.2 * k
-    figure = Figure(figsize=(3.2 * columns, cell_height * rows))
+    # one cell per image, in inches: title, image box, then k label lines
+    cell_width, title, picture, labels = 3.2, 0.3, 2.6, 0.2 + 0.17 * k
+    cell_height = title + picture + labels
+    width, height = cell_width * columns, cell_height * rows
+    figure = Figure(figsize=(width, height))
     for i in range(count):
         image = alexnet.read_bgr(paths[i])
         scale = FIGURE_THUMBNAIL / max(image.shape[:2])
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        axes = figure.add_subplot(rows, columns, i + 1)
+        row, column = divmod(i, columns)
+        axes = figure.add_axes([(column * cell_width + 0.1) / width,
+                                (height - row * cell_height - title - picture) / height,
+                                (cell_width - 0.2) / width, picture / height])
         axes.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        axes.set_anchor('N')   # a wide image sits under its title, its labels right below it
         axes.set_axis_off()
         axes.set_title(os.path.basename(paths[i]), fontsize=8)
-        labels = ['%.3f %s' % (probs[i][j], names[j].split(',')[0]) for j in top_k(probs[i], k)]
-        axes.text(0, -0.03, '\n'.join(labels), transform=axes.transAxes, va='top', fontsize=8)
-    figure.subplots_adjust(left=0.02, right=0.98, top=0.95, bottom=0.02,
-                           hspace=(0.2 * k + 0.4) / 3.0)
+        lines = ['%.3f %s' % (probs[i][j], names[j].split(',')[0]) for j in top_k(probs[i], k)]
+        axes.text(0, -0.03, '\n'.join(lines), transform=axes.transAxes, va='top', fontsize=8)
 
     def write(temporary):
         try:
