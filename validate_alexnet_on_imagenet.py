@@ -108,8 +108,10 @@ def _load(path):
 def _load_batches(paths, batch_size):
     """Yields [(path, image or None, error or None)] per batch, reading the next batch in a thread
     while the current one runs through the graph."""
+    def load_chunk(chunk):
+        return [(path,) + _load(path) for path in chunk]
+
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    load_chunk = lambda chunk: [(path,) + _load(path) for path in chunk]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load_chunk, chunks[0]) if chunks else None
         for following in chunks[1:] + [None]:
