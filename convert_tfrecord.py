@@ -341,7 +341,8 @@ def _check_output_dir(output_dir, data_dir, overwrite):
     existing = existing_outputs(output_dir) if os.path.isdir(output_dir) else []
     if existing and not overwrite:
         raise ConvertError('%s already holds %d output file(s) (%s ...): pass --overwrite to '
-                           'replace them' % (output_dir, len(existing), os.path.basename(existing[0])))
+                           'replace them'
+                           % (output_dir, len(existing), os.path.basename(existing[0])))
 
 
 def default_workers():
@@ -369,8 +370,10 @@ def convert(data_dir, output_dir, ratios=setting.SPLIT_RATIOS, seed=setting.SPLI
     temporary, created = [], not os.path.exists(output_dir)
     try:
         skipped = []
-        for rel, reason in zip(paths, tqdm(pool.map(_check_image, absolute), total=len(paths),
-                                           desc='checking', unit='img', disable=None if progress else True)):
+        hide_bar = None if progress else True      # tqdm: None = shown on a terminal only
+        checks = tqdm(pool.map(_check_image, absolute), total=len(paths), desc='checking',
+                      unit='img', disable=hide_bar)
+        for rel, reason in zip(paths, checks):
             if reason is not None:
                 skipped.append((rel, reason))
         if strict and skipped:
@@ -403,8 +406,7 @@ def convert(data_dir, output_dir, ratios=setting.SPLIT_RATIOS, seed=setting.SPLI
                     writer.writerows(rows)
         results = pool.map(_encode_image, [os.path.join(data_dir, *row[0].split('/'))
                                            for row in rows])
-        bar = tqdm(total=len(rows), desc='writing', unit='img', disable=None if progress else True)
-        position = 0
+        bar = tqdm(total=len(rows), desc='writing', unit='img', disable=hide_bar)
         for split in SPLITS:
             split_rows = [row for row in rows if row[2] == split]
             names = shard_names(split, len(split_rows))
@@ -415,10 +417,10 @@ def convert(data_dir, output_dir, ratios=setting.SPLIT_RATIOS, seed=setting.SPLI
                     for path, label, _ in shard:
                         result = next(results)
                         if isinstance(result, str):
-                            raise ConvertError('%s changed during the conversion: %s' % (path, result))
+                            raise ConvertError('%s changed during the conversion: %s'
+                                               % (path, result))
                         encoded, height, width = result
                         writer.write(serialize_example(encoded, label, height, width, path))
-                        position += 1
                         bar.update()
         bar.close()
         # Swap in the new set. split.csv marks a complete set: it goes first and comes back last.
@@ -452,8 +454,8 @@ def summary(conversion):
     totals = [sum(counts.get((label, split), 0) for label in range(len(conversion.classes)))
               for split in SPLITS]
     lines.append(' '.join(['total'.ljust(width)] + ['%10d' % n for n in totals + [sum(totals)]]))
-    lines.append('%d images in %d classes written to %d files in %.1f s'
-                 % (sum(totals), len(conversion.classes), len(conversion.files), conversion.seconds))
+    lines.append('%d images in %d classes written to %d files in %.1f s' % (
+        sum(totals), len(conversion.classes), len(conversion.files), conversion.seconds))
     reasons = {}
     for _, reason in conversion.ignored:
         reasons[reason] = reasons.get(reason, 0) + 1
@@ -551,7 +553,6 @@ def make_dataset(records_dir, split, flip=False, seed=None, num_parallel_calls=A
         hold it at all: pass epoch there.
     """
     import tensorflow as tf
-    import alexnet
     dataset = tf.data.TFRecordDataset(record_files(records_dir, split))
     if flip and epoch is None:
         # drawn sequentially and zipped to the records: the parallel map can't reorder the draws
@@ -568,13 +569,20 @@ def make_dataset(records_dir, split, flip=False, seed=None, num_parallel_calls=A
         dataset = dataset.enumerate().map(draw)
 
     def preprocess(serialized, variant=None):
-        features = parse_example(serialized)
-        image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']))
+        image, label, path = decode_example(serialized)
         if variant is not None:
             image = flip_variant(image, variant)
-        return image, features['image/class/label'], features['image/path']
+        return image, label, path
 
     return dataset.map(preprocess, num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def decode_example(serialized):
+    """A serialized record -> (image, label, path) as make_dataset yields them without flips."""
+    import alexnet
+    features = parse_example(serialized)
+    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']))
+    return image, features['image/class/label'], features['image/path']
 
 
 def read_records(records_dir, split):

@@ -168,7 +168,8 @@ def make_dataset_folder(root, num_classes=21, per_class=100, size=256, seed=0, q
         junk = {'.DS_Store': b'\x00\x00\x00\x01Bud1',
                 '%s/Thumbs.db' % names[0]: b'\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1' + bytes(56),
                 '%s/.DS_Store' % names[1 % num_classes]: b'\x00\x00\x00\x01Bud1',
-                '%s/._%s%0*d.tif' % (names[0], names[0], digits, 0): b'\x00\x05\x16\x07' + bytes(28),
+                '%s/._%s%0*d.tif' % (names[0], names[0], digits, 0):   # macOS AppleDouble
+                    b'\x00\x05\x16\x07' + bytes(28),
                 '%s/notes.txt' % names[2 % num_classes]: b'downloaded from the UC Merced site\n'}
         for rel, data in junk.items():
             with open(os.path.join(root, *rel.split('/')), 'wb') as f:
@@ -188,7 +189,8 @@ def _write_class(job):
     for i in range(count):
         rng = np.random.default_rng([seed, c, i])
         quirk, size_index = quirks.get(i, (None, 0))
-        height, width = ODD_SIZES[size_index % len(ODD_SIZES)] if quirk == 'odd_size' else (size, size)
+        height, width = (ODD_SIZES[size_index % len(ODD_SIZES)] if quirk == 'odd_size'
+                         else (size, size))
         image = painter.paint(style, rng, height, width)
         ext, params = '.tif', TIFF_UNCOMPRESSED
         if quirk == 'grayscale':

@@ -189,7 +189,7 @@ def test_round_trip_is_lossless(quirky):
                 # the fixture really tells rounding from OpenCV's truncation (>> 8)
                 assert (raw >> 8 != image).any()
             if folder.images[path]['quirk'] == 'grayscale':
-                assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
+                assert (image == image[..., :1]).all()
     assert {'grayscale', 'uint16', 'rgba', 'odd_size', 'uppercase_ext', None} <= seen
 
 
@@ -426,7 +426,8 @@ def test_cli_converts_and_reports(quirky, tmp_path):
     assert folder.corrupt[0] in result.stdout and 'skipped 1 ' in result.stdout
     rows = read_split_csv(out)
     total = [line.split() for line in lines if line.startswith('total ')][0]
-    assert total[1:] == [str(sum(1 for r in rows if r[2] == s)) for s in ct.SPLITS] + [str(len(rows))]
+    assert total[1:] == ([str(sum(1 for r in rows if r[2] == s)) for s in ct.SPLITS]
+                         + [str(len(rows))])
     for label, name in enumerate(folder.classes):
         row = [line.split() for line in lines if line.split()[:1] == [name]][0]
         assert row[1:] == [str(sum(1 for r in rows if r[1] == label and r[2] == s))
@@ -451,8 +452,10 @@ def _bad_inputs(tmp):
     return {
         'missing dir': (['--data-dir', str(tmp / 'nope'), '--output-dir', out], out, 'nope'),
         'empty dir': (['--data-dir', str(empty), '--output-dir', out], out, 'no class folders'),
-        'class without images': (['--data-dir', str(no_images), '--output-dir', out], out, 'forest'),
-        'output is a file': (['--data-dir', str(good), '--output-dir', str(a_file)], None, 'a_file'),
+        'class without images': (['--data-dir', str(no_images), '--output-dir', out], out,
+                                 'forest'),
+        'output is a file': (['--data-dir', str(good), '--output-dir', str(a_file)], None,
+                             'a_file'),
         'ratios sum': (['--data-dir', str(good), '--output-dir', out, '--ratios', '0.8', '0.3',
                         '0.1'], out, 'summing to 1'),
         'ratio not positive': (['--data-dir', str(good), '--output-dir', out, '--ratios', '1.0',
@@ -500,8 +503,9 @@ def test_synthetic_folder_is_deterministic_and_quirky(tmp_path):
                                workers=1)
     assert a.images == b.images and a.corrupt == b.corrupt and a.ignored == b.ignored
     for rel in list(a.images) + a.corrupt + a.ignored:
-        with open(os.path.join(a.root, rel), 'rb') as fa, open(os.path.join(b.root, rel), 'rb') as fb:
-            assert fa.read() == fb.read(), rel
+        with open(os.path.join(a.root, rel), 'rb') as fa:
+            with open(os.path.join(b.root, rel), 'rb') as fb:
+                assert fa.read() == fb.read(), rel
     assert a.classes == list(sd.CLASS_NAMES[:4])
     shapes = {info['quirk']: cv2.imread(os.path.join(a.root, rel), cv2.IMREAD_UNCHANGED)
               for rel, info in a.images.items()}
