@@ -257,12 +257,12 @@ def test_cli_process_exits_cleanly_on_user_mistakes(tmp_path):
     broken.write_bytes(b'')
     missing = run_cli(broken, '--weights', tmp_path / 'nope.npz')
     assert_clean_error(missing, 'python -m caffe_to_npy', 'nope.npz')
-    assert_clean_error(run_cli('--top-k', 'five'), '--top-k')
 
 
 @pytest.mark.parametrize('case', ['missing weights', 'pickled npy', 'pickled npy allowed',
                                   'not 1000 classes', 'all unreadable', 'no such input',
-                                  'empty folder', 'top-k too large', 'bad batch size'])
+                                  'empty folder', 'top-k too large', 'bad batch size',
+                                  'bad top-k'])
 def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights, images, tmp_path,
                                               capsys):
     broken = tmp_path / 'broken.jpg'
@@ -283,6 +283,7 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
         'top-k too large': ([images[0], '--weights', weights_file, '--top-k', 1001], ['1001']),
         'bad batch size': ([images[0], '--weights', weights_file, '--batch-size', 0],
                            ['--batch-size']),
+        'bad top-k': (['--top-k', 'five'], ['--top-k', 'five']),
     }[case]
     assert_clean_error(run_main(capsys, *args), *expected)
 
