@@ -258,6 +258,10 @@ class Model:
                     tf.float32, (None,) + alexnet.boundary_shape(self.boundary_layer), 'features')
                 logits, _ = alexnet.build(self.inputs, num_classes, self.keep_prob,
                                           start=self.boundary_layer)
+                order = tf1.data.make_initializable_iterator(shuffle_with_variants(
+                    tf.data.Dataset.range(train_count), train_count, self.epoch_seed,
+                    args.flip).batch(train_count))
+                self.order_init, self.order = order.initializer, order.get_next()
                 self.extract_init = {split: self.iterator.make_initializer(
                     self._variants_dataset(split, variants).batch(EVAL_BATCH).prefetch(2))
                     for split, variants in self.variants().items()}
@@ -296,12 +300,12 @@ class Model:
         which shuffles bare indices with the same op, visits images in the same order."""
         import tensorflow as tf
         import convert_tfrecord
-        indexed = tf.data.Dataset.zip((tf.data.Dataset.range(count),
-                                       convert_tfrecord.raw_dataset(self.args.data_dir, 'train')))
+        records = tf.data.TFRecordDataset(convert_tfrecord.record_files(self.args.data_dir, 'train'))
+        indexed = tf.data.Dataset.zip((tf.data.Dataset.range(count), records))
         shuffled = shuffle_with_variants(indexed, count, self.epoch_seed, self.args.flip)
 
         def decode(position_variant, index_record):
-            image, label, path = convert_tfrecord.decode_example(index_record[1])
+            image, label, path = decode_example(index_record[1])
             image = convert_tfrecord.flip_variant(image, position_variant[1])
             return image, label, path
         return shuffled.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -317,6 +321,15 @@ class Model:
             return images, tf.fill([variants], label), tf.fill([variants], path)
         return convert_tfrecord.make_dataset(self.args.data_dir, split).map(
             stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def decode_example(serialized):
+    # TODO move into convert_tfrecord (make_dataset's inner function) once its author is done
+    import alexnet
+    import convert_tfrecord
+    features = convert_tfrecord.parse_example(serialized)
+    image = alexnet.preprocess_tensor(convert_tfrecord.decode_bgr(features['image/encoded']))
+    return image, features['image/class/label'], features['image/path']
 
 
 def shuffle_with_variants(dataset, count, seed, flip):
@@ -375,7 +388,7 @@ def train_epoch(session, model, epoch, train_count, cache, interrupt):
         batches = iter(lambda: {model.keep_prob: args.keep_prob}, None)
     else:
         features, labels = cache['train'][0], cache['train'][1]
-        order, variants = training_order(train_count, seed, args.flip)
+        order, variants = training_order(session, model, seed)
         batches = ({model.inputs: features[order[i:i + args.batch_size], variants[i:i + args.batch_size]],
                     model.labels: labels[order[i:i + args.batch_size]],
                     model.keep_prob: args.keep_prob}
@@ -403,17 +416,15 @@ def train_epoch(session, model, epoch, train_count, cache, interrupt):
     return totals[0] / totals[2], totals[1] / totals[2], totals[2] / (time.time() - start)
 
 
-def training_order(count, seed, flip):
-    """The cache path's (order, variants): the same shuffle op as the full graph's, on indices."""
+def training_order(session, model, seed):
+    """The cache path's (order, variants) for an epoch: the full graph's shuffle op, on indices."""
     import numpy as np
-    import tensorflow as tf
-    dataset = shuffle_with_variants(tf.data.Dataset.range(count), count,
-                                    tf.constant(seed, tf.int64), flip)
-    order = np.empty(count, np.int64)
-    variants = np.empty(count, np.int64)
-    for (position, variant), index in dataset.as_numpy_iterator():
-        order[position], variants[position] = index, variant
-    return order, variants
+    session.run(model.order_init, {model.epoch_seed: seed})
+    (positions, variants), indices = session.run(model.order)
+    order = np.empty_like(indices)
+    drawn = np.empty_like(variants)
+    order[positions], drawn[positions] = indices, variants
+    return order, drawn
 
 
 def evaluate(session, model, split, cache):
@@ -555,7 +566,8 @@ def train(args):
     model = Model(args, len(classes), counts['train'], cached)
 
     import tensorflow as tf
-    writer = tf.compat.v1.summary.FileWriter(args.run_dir, model.graph if not done else None)
+    with model.graph.as_default():   # the TF1 writer refuses to be made eagerly
+        writer = tf.compat.v1.summary.FileWriter(args.run_dir, model.graph if not done else None)
     with tf.compat.v1.Session(graph=model.graph) as session, Interrupt() as interrupt:
         if done:
             model.saver.restore(session, checkpoint_path(args.run_dir, done))
@@ -581,6 +593,9 @@ def train(args):
                 return 130
             train_loss, train_accuracy, speed = result
             val_loss, val_accuracy = evaluate(session, model, 'validation', cache)[:2]
+            if not math.isfinite(val_loss):
+                raise RunError('the validation loss became %s after epoch %d: lower '
+                               '--learning-rate (now %g)' % (val_loss, epoch, args.learning_rate))
             model.saver.save(session, checkpoint_path(args.run_dir, epoch),
                              write_meta_graph=True, write_state=True)
             rows.append({'epoch': epoch, 'train_loss': '%.6f' % train_loss,
@@ -671,7 +686,7 @@ def evaluate_checkpoint(args):
 def user_errors():
     import alexnet
     import convert_tfrecord
-    return (RunError, alexnet.WeightsError, convert_tfrecord.ConversionError)
+    return (RunError, alexnet.WeightsError, convert_tfrecord.ConvertError)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ def run(args, capsys=None):
 
 def base_args(data, weights, run_dir, epochs=3, *extra):
     return ['--data-dir', data, '--weights', weights, '--run-dir', run_dir, '--epochs', epochs,
-            '--batch-size', 16, '--learning-rate', 0.01, '--seed', 3] + list(extra)
+            '--batch-size', 16, '--learning-rate', 1e-4, '--seed', 3] + list(extra)
 
 
 def read_csv(path):
@@ -112,14 +112,29 @@ def test_cache_and_full_graph_agree_exactly(tiny_records, alexnet_npz, tmp_path,
             assert float(cached[key]) == pytest.approx(float(full[key]), rel=1e-4, abs=1e-6), key
 
 
-def test_flip_order_is_shared_by_both_paths():
-    order, variants = fineturn.training_order(50, fineturn.epoch_seed(3, 1), flip=True)
-    assert sorted(order) == list(range(50)) and list(order) != list(range(50))
-    assert set(variants) == {0, 1, 2, 3}
-    again = fineturn.training_order(50, fineturn.epoch_seed(3, 1), flip=True)
-    assert np.array_equal(order, again[0]) and np.array_equal(variants, again[1])
-    other = fineturn.training_order(50, fineturn.epoch_seed(3, 2), flip=True)
-    assert not np.array_equal(order, other[0])
+def test_shuffle_order_is_the_same_for_records_and_bare_indices():
+    """The full graph shuffles (index, record) pairs, the cache path bare indices: same order."""
+    graph = tf.compat.v1.Graph()
+    with graph.as_default():
+        tf.compat.v1.set_random_seed(3)
+        seed = tf.compat.v1.placeholder(tf.int64, [])
+        bare = fineturn.shuffle_with_variants(tf.data.Dataset.range(50), 50, seed, True)
+        records = tf.data.Dataset.zip((tf.data.Dataset.range(50),
+                                       tf.data.Dataset.range(50).map(tf.strings.as_string)))
+        paired = fineturn.shuffle_with_variants(records, 50, seed, True)
+        iterators = [tf.compat.v1.data.make_initializable_iterator(d.batch(50))
+                     for d in (bare, paired)]
+        with tf.compat.v1.Session() as session:
+            def draw(epoch_seed):
+                session.run([i.initializer for i in iterators], {seed: epoch_seed})
+                return session.run([i.get_next() for i in iterators])
+            ((pos_a, var_a), idx_a), ((pos_b, var_b), (idx_b, rec_b)) = draw(10)
+            ((_, var_c), idx_c), _ = draw(11)
+    assert np.array_equal(idx_a, idx_b) and np.array_equal(var_a, var_b)
+    assert [r.decode() for r in rec_b] == [str(i) for i in idx_b]
+    assert sorted(idx_a) == list(range(50)) and list(idx_a) != list(range(50))
+    assert set(var_a) == {0, 1, 2, 3}
+    assert not np.array_equal(idx_a, idx_c)     # another epoch, another order
 
 
 def test_resume_after_kill_9(tiny_records, alexnet_npz, tmp_path):
