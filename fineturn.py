@@ -305,7 +305,7 @@ class Model:
         shuffled = shuffle_with_variants(indexed, count, self.epoch_seed, self.args.flip)
 
         def decode(position_variant, index_record):
-            image, label, path = decode_example(index_record[1])
+            image, label, path = convert_tfrecord.decode_example(index_record[1])
             image = convert_tfrecord.flip_variant(image, position_variant[1])
             return image, label, path
         return shuffled.map(decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -321,15 +321,6 @@ class Model:
             return images, tf.fill([variants], label), tf.fill([variants], path)
         return convert_tfrecord.make_dataset(self.args.data_dir, split).map(
             stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-
-
-def decode_example(serialized):
-    # TODO move into convert_tfrecord (make_dataset's inner function) once its author is done
-    import alexnet
-    import convert_tfrecord
-    features = convert_tfrecord.parse_example(serialized)
-    image = alexnet.preprocess_tensor(convert_tfrecord.decode_bgr(features['image/encoded']))
-    return image, features['image/class/label'], features['image/path']
 
 
 def shuffle_with_variants(dataset, count, seed, flip):
