@@ -45,7 +45,8 @@ Record schema (FEATURES):
   image/path         bytes   path relative to DIR, so any prediction traces back to its file
 PNG stores RGB: cv2.imencode swaps BGR -> RGB on the way in, and decode_bgr swaps back.
 
-Reading (make_dataset): records -> (image, label, path) with the model's preprocessing,
+Reading: read_labels, record_files, count_records, parse_example / decode_bgr (raw pixels),
+decode_example and make_dataset: records -> (image, label, path) with the model's preprocessing,
 alexnet.preprocess_tensor, which follows Caffe's recipe: every image, whatever its size, is
 resized to 256x256 (bilinear, like cv2.INTER_LINEAR) and centre-cropped to 227x227, BGR, mean
 subtracted. 256x256 images pass the resize unchanged. Non-256 images (44 in UC Merced, sides
