@@ -168,6 +168,18 @@ def _encode_image(path):
         return str(error)
 
 
+def pool_context():
+    """fork when it is safe, spawn when not.
+
+    Forked children start in milliseconds with OpenCV loaded, but once TensorFlow is loaded in this
+    process its thread pools may hold locks at the fork, and the children hang (seen here: the demo
+    converting after a verify). Spawned children import only this module (no TensorFlow).
+    """
+    if 'fork' in multiprocessing.get_all_start_methods() and 'tensorflow' not in sys.modules:
+        return multiprocessing.get_context('fork')
+    return multiprocessing.get_context('spawn')
+
+
 def _init_worker():
     cv2.setNumThreads(1)                                   # one process per core is the parallelism
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # we report bad files
@@ -179,11 +191,7 @@ class _Workers:
     def __init__(self, workers):
         self.workers, self.pool = workers, None
         if workers > 1:
-            # fork: children start in milliseconds with OpenCV already loaded, and touch neither
-            # TensorFlow nor the parent's threads. spawn would import TensorFlow in each worker.
-            methods = multiprocessing.get_all_start_methods()
-            context = multiprocessing.get_context('fork' if 'fork' in methods else None)
-            self.pool = context.Pool(workers, initializer=_init_worker)
+            self.pool = pool_context().Pool(workers, initializer=_init_worker)
 
     def map(self, function, paths):
         if self.pool is None:

@@ -30,6 +30,7 @@ CHECKPOINT_PREFIX = 'model.ckpt'
 SHUFFLE_BUFFER = 10000   # records held for shuffling; a full shuffle up to this many images
 EVAL_BATCH = 64
 CACHE_DIR = 'feature_cache'
+DEMO_EPOCHS = 6          # --demo: enough for the synthetic textures, a minute or two on 2 cores
 
 
 class RunError(Exception):
@@ -52,7 +53,9 @@ def parse_args(argv=None):
                         help='pretrained weights (.npz from python -m caffe_to_npy)')
     parser.add_argument('--run-dir', default=setting.RUN_DIR,
                         help='checkpoints, metrics.csv, reports; rerun to resume')
-    parser.add_argument('--epochs', type=int, default=setting.EPOCHS)
+    parser.add_argument('--epochs', type=int, default=None,
+                        help='epochs to train (default: %d from setting.py; %d with --demo)'
+                        % (setting.EPOCHS, DEMO_EPOCHS))
     parser.add_argument('--batch-size', type=int, default=setting.BATCH_SIZE)
     parser.add_argument('--learning-rate', type=float, default=setting.LEARNING_RATE,
                         help='initial SGD learning rate')
@@ -84,7 +87,10 @@ def parse_args(argv=None):
                         help='run the whole chain on synthetic weights and images under --demo-dir')
     parser.add_argument('--demo-dir', default=os.path.join(setting.RUNS_DIR, 'demo'),
                         help='where --demo writes everything')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.epochs is None:
+        args.epochs = DEMO_EPOCHS if args.demo else setting.EPOCHS
+    return args
 
 
 def check_settings(args):

@@ -22,7 +22,6 @@ check the converter against it.
 import argparse
 import dataclasses
 import math
-import multiprocessing
 import os
 
 import cv2
@@ -149,10 +148,8 @@ def make_dataset_folder(root, num_classes=21, per_class=100, size=256, seed=0, q
     os.makedirs(root, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, num_classes)
     if workers > 1:
-        # fork: the children need only numpy and OpenCV, already imported
-        context = multiprocessing.get_context('fork' if 'fork' in
-                                              multiprocessing.get_all_start_methods() else None)
-        with context.Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        from convert_tfrecord import pool_context
+        with pool_context().Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             written = pool.map(_write_class, jobs, chunksize=1)
     else:
         written = [_write_class(job) for job in jobs]
