@@ -231,6 +231,29 @@ def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1'
     return x, end_points
 
 
+def inference_session(weights, allow_pickle=False):
+    """The deploy graph with `weights` (a path or a read_weights dict) loaded, for inference:
+    (session, images placeholder [N, 227, 227, 3], end_points). The class count is fc8's (1000
+    when the weights have no fc8, which load_weights then reports). The caller closes the session.
+    """
+    if isinstance(weights, str):
+        weights = read_weights(weights, allow_pickle=allow_pickle)
+    fc8 = weights.get('fc8', {}).get('biases')
+    num_classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim else NUM_IMAGENET_CLASSES
+    graph = tf1.Graph()
+    with graph.as_default():
+        images = tf1.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='images')
+        _, end_points = build(images, num_classes=num_classes, keep_prob=1.0)
+    graph.finalize()
+    session = tf1.Session(graph=graph)
+    try:
+        load_weights(session, weights)
+    except BaseException:
+        session.close()
+        raise
+    return session, images, end_points
+
+
 # --- weights files -------------------------------------------------------------------------------
 
 _NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'

@@ -13,6 +13,8 @@ import os
 
 import numpy as np
 
+from atomicfile import atomic_path
+
 CHUNK = 1 << 20
 
 
@@ -54,9 +56,7 @@ def write(cache_dir, split, key, shape, batches, ram_gb):
     features have shape[1:]) and return it like load() does. Nothing is left behind on error."""
     os.makedirs(cache_dir, exist_ok=True)
     features_path, labels_path = paths(cache_dir, split, key)
-    tmp = features_path + '.tmp-%d.npy' % os.getpid()
-    tmp_labels = labels_path + '.tmp-%d.npz' % os.getpid()
-    try:
+    with atomic_path(features_path) as tmp, atomic_path(labels_path) as tmp_labels:
         features = np.lib.format.open_memmap(tmp, mode='w+', dtype=np.float32, shape=tuple(shape))
         labels, names, row = [], [], 0
         for batch, batch_labels, batch_paths in batches:
@@ -69,14 +69,9 @@ def write(cache_dir, split, key, shape, batches, ram_gb):
                                % (split, shape[0], row))
         features.flush()
         del features
-        np.savez(tmp_labels, labels=np.concatenate(labels).astype(np.int64),
-                 paths=np.concatenate(names).astype(str))
-        os.replace(tmp_labels, labels_path)
-        os.replace(tmp, features_path)
-    finally:
-        for leftover in (tmp, tmp_labels):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        with open(tmp_labels, 'wb') as f:
+            np.savez(f, labels=np.concatenate(labels).astype(np.int64),
+                     paths=np.concatenate(names).astype(str))
     return load(cache_dir, split, key, ram_gb)
 
 

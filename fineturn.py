@@ -147,13 +147,13 @@ def read_metrics(run_dir):
 
 def write_metrics(run_dir, rows):
     """Rewrite metrics.csv whole through a rename: a kill never leaves half a row."""
-    import report
+    from atomicfile import atomic_write
 
     def write(f):
         writer = csv.DictWriter(f, METRICS_HEADER, lineterminator='\n')
         writer.writeheader()
         writer.writerows(rows)
-    report.atomic_write(os.path.join(run_dir, 'metrics.csv'), write)
+    atomic_write(os.path.join(run_dir, 'metrics.csv'), write)
 
 
 def completed_epochs(run_dir):
@@ -549,8 +549,8 @@ def read_pretrained(args, num_classes):
 
 
 def save_json(path, value):
-    import report
-    report.atomic_write(path, lambda f: json.dump(value, f, indent=1))
+    from atomicfile import atomic_write
+    atomic_write(path, lambda f: json.dump(value, f, indent=1))
 
 
 def prepare_run_dir(args):

@@ -9,19 +9,9 @@ import os
 
 import numpy as np
 
+from atomicfile import atomic_write
+
 PREDICTIONS_HEADER = ('path', 'label', 'predicted', 'confidence')
-
-
-def atomic_write(path, write, mode='w'):
-    """Write `path` through a temporary file and a rename, so it is either complete or absent."""
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    try:
-        with open(tmp, mode, **({'newline': ''} if 'b' not in mode else {})) as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def confusion_matrix(labels, predicted, num_classes):

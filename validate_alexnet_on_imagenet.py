@@ -27,13 +27,13 @@ import collections
 import concurrent.futures
 import os
 import sys
-import tempfile
 
 import cv2
 import numpy as np
 import tensorflow as tf
 
 import alexnet
+from atomicfile import atomic_path
 import setting
 
 tf1 = tf.compat.v1
@@ -142,15 +142,9 @@ def classify(paths, weights=setting.WEIGHTS_PATH, batch_size=setting.BATCH_SIZE,
     if not isinstance(weights, dict):
         weights = alexnet.read_weights(os.fspath(weights), allow_pickle=allow_pickle)
     classes = num_classes(weights)
-    graph = tf.Graph()
-    with graph.as_default():
-        images = tf1.placeholder(tf.float32, [None, alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3],
-                                 name='images')
-        _, end_points = alexnet.build(images, num_classes=classes, keep_prob=1.0)
-    graph.finalize()
     probs, kept, unreadable = [], [], []
-    with tf1.Session(graph=graph) as session:
-        alexnet.load_weights(session, weights)
+    session, images, end_points = alexnet.inference_session(weights)
+    with session:
         for batch in _load_batches(paths, batch_size):
             for path, _, error in batch:
                 if error is not None:
@@ -181,22 +175,12 @@ def format_top_k(path, probs_row, names, k):
 
 def _write_atomically(out, write):
     """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is left."""
-    folder = os.path.dirname(os.path.abspath(out))
     try:
-        os.makedirs(folder, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=folder, prefix='.tmp-',
-                                             suffix=os.path.splitext(out)[1])
-        os.close(handle)
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with atomic_path(out) as temporary:
+            write(temporary)
     except OSError as error:
         raise ValidateError('cannot write %s (%s)' % (out, error.strerror)) from None
-    try:
-        write(temporary)
-        os.replace(temporary, out)
-    except OSError as error:
-        raise ValidateError('cannot write %s (%s)' % (out, error.strerror)) from None
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def save_probs(out, probs, paths):

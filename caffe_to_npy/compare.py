@@ -49,19 +49,10 @@ def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
     `weights` is a weights file path or an already read {layer: {'weights', 'biases'}} dict.
     """
     import alexnet
-    import tensorflow as tf
-    if isinstance(weights, str):
-        weights = alexnet.read_weights(weights, allow_pickle=allow_pickle)
-    num_classes = int(np.shape(weights['fc8']['biases'])[0])
-    graph = tf.Graph()
-    with graph.as_default():
-        inputs = tf.compat.v1.placeholder(
-            tf.float32, [None, alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3], name='images')
-        _, end_points = alexnet.build(inputs, num_classes=num_classes, keep_prob=1.0)
-        with tf.compat.v1.Session(graph=graph) as session:
-            alexnet.load_weights(session, weights)
-            results = session.run({name: end_points[name] for name in outputs},
-                                  {inputs: np.asarray(images, np.float32)})
+    session, inputs, end_points = alexnet.inference_session(weights, allow_pickle=allow_pickle)
+    with session:
+        results = session.run({name: end_points[name] for name in outputs},
+                              {inputs: np.asarray(images, np.float32)})
     return {name: results[name].reshape(len(images), -1) for name in outputs}
 
 

@@ -7,12 +7,13 @@ WEIGHT_LAYOUTS below. Output keys are `<layer>/weights` and `<layer>/biases`.
 import collections
 import os
 import pickle
-import tempfile
 import time
 import zipfile
 
 import numpy as np
 from google.protobuf import text_format
+
+from atomicfile import atomic_path
 
 from . import caffe_pb
 from .caffemodel import CaffeModel
@@ -368,32 +369,6 @@ def _write_legacy_npy(f, items):
     pickler.dump(holder)
 
 
-def _atomic_write(path, write):
-    """Write through a temporary file in the same directory, then rename over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConversionError('output directory %s does not exist: create it first' % directory)
-    stem, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % stem, suffix='.tmp' + ext)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        return tmp
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 Summary = collections.namedtuple('Summary', 'path layers parameters seconds format ignored')
 
 
@@ -416,18 +391,16 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None):
         converted = {layer.name for layer, _ in steps}
         ignored = [l.name for l in model.layers if l.blobs and l.name not in converted]
         writer = _write_legacy_npy if legacy_npy else _write_npz
+        directory = os.path.dirname(os.path.abspath(out_path))
+        if not os.path.isdir(directory):
+            raise ConversionError('output directory %s does not exist: create it first' % directory)
         try:
-            tmp = _atomic_write(out_path, lambda f: writer(f, _iter_arrays(steps, model, shapes)))
+            with atomic_path(out_path, check) as tmp:
+                with open(tmp, 'wb') as f:
+                    writer(f, _iter_arrays(steps, model, shapes))
+                del steps
         except OSError as e:
             raise ConversionError('cannot write %s: %s' % (out_path, e.strerror or e)) from None
-        del steps
-    try:
-        if check is not None:
-            check(tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        _remove(tmp)
-        raise
     layers = collections.OrderedDict()
     for name, key, shape in shapes:
         layers.setdefault(name, []).append((key, shape))

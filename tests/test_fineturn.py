@@ -187,7 +187,7 @@ def test_evaluate_any_checkpoint(trained, tiny_records, alexnet_npz, capsys):
     (['--train-layers', 'fc6,fc9'], 'unknown layer(s) fc9'),
     (['--skip-layers', 'none'], 'add fc8 to --skip-layers'),
     (['--skip-layers', 'fc7,fc8', '--train-layers', 'fc8'], 'neither loaded nor trained'),
-    (['--learning-rate', '1e30'], 'at epoch 1, step'),
+    (['--learning-rate', '1e30', '--no-cache'], 'at epoch 1, step'),
 ])
 def test_bad_settings_are_one_line_errors(tiny_records, alexnet_npz, tmp_path, capsys, extra,
                                           message):

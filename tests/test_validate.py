@@ -291,13 +291,10 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
 # --- end to end: Caffe model -> caffe_to_npy -> this script, against OpenCV's Caffe runtime --------
 
 def opencv_caffe_probs(prototxt, caffemodel, paths):
-    """OpenCV's own Caffe forward of the same preprocessed images (NCHW blob) -> (N, classes)."""
-    net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
-    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
-    blob = np.stack([alexnet.load_image(path) for path in paths]).transpose(0, 3, 1, 2)
-    net.setInput(np.ascontiguousarray(blob))
-    return net.forward('prob').reshape(len(paths), -1)
+    """OpenCV's own Caffe forward of the same preprocessed images -> (N, classes)."""
+    from caffe_to_npy import compare
+    images = np.stack([alexnet.load_image(path) for path in paths])
+    return compare.caffe_forward(prototxt, caffemodel, images, outputs=('prob',))['prob']
 
 
 @pytest.mark.parametrize('fmt', ['v1', 'new'])
