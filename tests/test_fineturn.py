@@ -137,25 +137,41 @@ def test_shuffle_order_is_the_same_for_records_and_bare_indices():
     assert not np.array_equal(idx_a, idx_c)     # another epoch, another order
 
 
-def test_resume_after_kill_9(tiny_records, alexnet_npz, tmp_path):
+def test_ctrl_c_then_kill_9_then_resume(tiny_records, alexnet_npz, tmp_path):
+    """Ctrl-C stops cleanly after a step; kill -9 at any moment leaves the run resumable; the
+    finished run has each epoch exactly once."""
     run_dir = tmp_path / 'run'
     command = [sys.executable, os.path.join(ROOT, 'fineturn.py')] + \
-        [str(a) for a in base_args(tiny_records, alexnet_npz, run_dir, 3, '--no-cache')]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 240
-    while not fineturn.has_checkpoint(run_dir, 1) and time.time() < deadline:
-        assert process.poll() is None, process.stdout.read().decode()
-        time.sleep(0.2)
+        [str(a) for a in base_args(tiny_records, alexnet_npz, run_dir, 4, '--no-cache')]
+
+    def start_and_wait_for_epoch(epoch):
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 240
+        while not fineturn.has_checkpoint(run_dir, epoch) and time.time() < deadline:
+            assert process.poll() is None, process.stdout.read()
+            time.sleep(0.1)
+        return process
+
+    process = start_and_wait_for_epoch(1)
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 130, output
+    assert 'Rerun the same command' in output and 'Traceback' not in output
+    stopped = len(fineturn.completed_epochs(str(run_dir)))
+    assert 1 <= stopped < 4
+
+    process = start_and_wait_for_epoch(stopped + 1)
     process.send_signal(signal.SIGKILL)
     process.wait()
     done = fineturn.completed_epochs(str(run_dir))
-    assert len(done) <= 2
+    assert stopped + 1 <= len(done) + 1     # the newest epoch may lack its row: it reruns
+
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
-    if done:
-        assert 'resuming' in finished.stdout
+    assert 'resuming' in finished.stdout and 'after epoch %d' % len(done) in finished.stdout
     rows = read_csv(run_dir / 'metrics.csv')
-    assert [int(r['epoch']) for r in rows] == [1, 2, 3]
+    assert [int(r['epoch']) for r in rows] == [1, 2, 3, 4]
     assert os.path.exists(run_dir / 'test_report.json')
 
 
