@@ -159,15 +159,17 @@ def write_metrics(run_dir, rows):
 def completed_epochs(run_dir):
     """metrics rows up to the last epoch that has both its row and its checkpoint.
 
-    Rows and checkpoints are written in that order each epoch, so after a kill at any moment the
-    newest epoch may lack one of them: it is dropped and will run again."""
-    rows = read_metrics(run_dir)
-    kept = []
-    for expected, row in enumerate(rows, start=1):
-        if int(row['epoch']) != expected or not has_checkpoint(run_dir, expected):
+    Each epoch saves its checkpoint, then rewrites metrics.csv whole, then prunes old checkpoints
+    (--keep-checkpoints), so after a kill at any moment the newest row's checkpoint exists unless
+    the kill came between the two writes: that epoch lacks its row and runs again."""
+    rows = []
+    for expected, row in enumerate(read_metrics(run_dir), start=1):
+        if int(row['epoch']) != expected:
             break
-        kept.append(row)
-    return kept
+        rows.append(row)
+    while rows and not has_checkpoint(run_dir, len(rows)):
+        rows.pop()
+    return rows
 
 
 def best_epoch(rows):

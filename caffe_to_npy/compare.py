@@ -26,6 +26,9 @@ def relative_difference(ours, reference):
 def caffe_forward(prototxt, caffemodel, images, outputs=OUTPUTS):
     """Run OpenCV's Caffe importer on preprocessed NHWC float32 BGR images; {blob: array}."""
     import cv2
+    if not hasattr(cv2.dnn, 'readNetFromCaffe'):
+        raise ConversionError('OpenCV %s has no Caffe reader (OpenCV 5 removed it): '
+                              'pip install "opencv-python-headless<5"' % cv2.__version__)
     try:
         net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
     except cv2.error as e:

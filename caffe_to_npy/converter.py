@@ -399,12 +399,13 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None):
                 with open(tmp, 'wb') as f:
                     writer(f, _iter_arrays(steps, model, shapes))
                 del steps
+                seconds = time.perf_counter() - start   # the conversion, not the --verify check
         except OSError as e:
             raise ConversionError('cannot write %s: %s' % (out_path, e.strerror or e)) from None
     layers = collections.OrderedDict()
     for name, key, shape in shapes:
         layers.setdefault(name, []).append((key, shape))
     parameters = sum(int(np.prod(shape)) for _, _, shape in shapes)
-    return Summary(out_path, list(layers.items()), parameters, time.perf_counter() - start,
+    return Summary(out_path, list(layers.items()), parameters, seconds,
                    'legacy-npy' if legacy_npy else 'npz', ignored)
 

@@ -157,3 +157,12 @@ def test_cli_verify_mismatch_fails_and_writes_nothing(models, images, tmp_path, 
     captured = capsys.readouterr()
     assert 'MISMATCH' in captured.out and 'nothing written' in captured.err
     assert os.listdir(tmp_path) == []
+
+
+def test_opencv_without_caffe_reader_is_a_clear_error(monkeypatch):
+    """OpenCV 5 removed readNetFromCaffe: say what to install instead of an AttributeError."""
+    import cv2
+    from caffe_to_npy import ConversionError
+    monkeypatch.delattr(cv2.dnn, 'readNetFromCaffe')
+    with pytest.raises(ConversionError, match='opencv-python-headless<5'):
+        compare.caffe_forward('deploy.prototxt', 'model.caffemodel', np.zeros((1, 227, 227, 3)))

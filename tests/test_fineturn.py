@@ -218,3 +218,20 @@ def test_missing_inputs_name_the_command(tiny_records, alexnet_npz, tmp_path, ca
     assert code == 1 and 'convert_tfrecord.py' in out.err
     code, out = run(base_args(tiny_records, tmp_path / 'absent.npz', tmp_path / 'b', 1), capsys)
     assert code == 1 and 'caffe_to_npy' in out.err
+
+
+def test_resume_with_pruned_checkpoints(trained, tiny_records, alexnet_npz, tmp_path, capsys):
+    """--keep-checkpoints deletes old epochs' checkpoints; the run still resumes from the last."""
+    import shutil
+    run_dir = tmp_path / 'pruned'
+    shutil.copytree(trained, run_dir)
+    rows = read_csv(run_dir / 'metrics.csv')
+    fineturn.prune_checkpoints(str(run_dir), rows, keep=1)
+    kept = {epoch for epoch in (1, 2, 3) if fineturn.has_checkpoint(run_dir, epoch)}
+    assert kept == {3, int(fineturn.best_epoch(rows)['epoch'])}
+    code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 4, '--keep-checkpoints', 1),
+                    capsys)
+    assert code == 0, out.err
+    assert 'resuming' in out.out and 'after epoch 3' in out.out
+    assert [int(r['epoch']) for r in read_csv(run_dir / 'metrics.csv')] == [1, 2, 3, 4]
+    assert fineturn.has_checkpoint(run_dir, 4)
