@@ -5,7 +5,7 @@
 
 Prints each image's top-k ImageNet classes with their probabilities. Directories are expanded to
 the image files below them (sorted); with no images given, matplotlib's sample photo
-grace_hopper.jpg is classified (the pretrained bvlc_alexnet calls her uniform "military uniform").
+grace_hopper.jpg is classified.
 Images go through alexnet.load_image, the one preprocessing shared with `caffe_to_npy --verify`.
 
 From Python:
