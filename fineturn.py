@@ -208,8 +208,8 @@ def cache_decision(args):
         return False, 'feature cache off (--no-cache): full graph every step'
     if not frozen:
         return False, 'feature cache off: conv1 is trained, nothing below it is frozen'
-    augment = 'flips' if args.flip else 'no augmentation'
-    return True, ('feature cache on: %s frozen and %s only, so %s (the input of %s) is computed once '
+    augment = 'flips as the only augmentation' if args.flip else 'no augmentation'
+    return True, ('feature cache on: %s frozen and %s, so %s (the input of %s) is computed once '
                   'per image%s' % ('-'.join((frozen[0], frozen[-1])) if len(frozen) > 1 else frozen[0],
                                    augment, alexnet.boundary(boundary_layer), boundary_layer,
                                    ' and flip variant' if args.flip else ''))
