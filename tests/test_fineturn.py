@@ -112,6 +112,26 @@ def test_cache_and_full_graph_agree_exactly(tiny_records, alexnet_npz, tmp_path,
             assert float(cached[key]) == pytest.approx(float(full[key]), rel=1e-4, abs=1e-6), key
 
 
+def test_cache_and_full_graph_comparable_with_flips_and_dropout(trained, tiny_records, alexnet_npz,
+                                                               tmp_path, capsys):
+    """The default recipe (flips, dropout 0.5) through the full graph: the same outputs as the
+    cached run of the `trained` fixture, and comparable figures (only dropout masks differ)."""
+    run_dir = tmp_path / 'full'
+    code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 3, '--no-cache'), capsys)
+    assert code == 0, out.err
+    def outputs(folder):   # all but the TensorBoard file's unique name, cache and evaluations
+        return sorted(n for n in os.listdir(folder) if not n.startswith(('events.', 'evaluate-'))
+                      and n != 'feature_cache')
+    assert outputs(run_dir) == outputs(trained)
+    full = read_csv(run_dir / 'metrics.csv')
+    cached = read_csv(os.path.join(trained, 'metrics.csv'))
+    for a, b in zip(full, cached):
+        assert float(a['train_loss']) == pytest.approx(float(b['train_loss']), rel=0.5)
+    full_test = json.load(open(run_dir / 'test_report.json'))['accuracy']
+    cached_test = json.load(open(os.path.join(trained, 'test_report.json')))['accuracy']
+    assert abs(full_test - cached_test) <= 0.3
+
+
 def test_shuffle_order_is_the_same_for_records_and_bare_indices():
     """The full graph shuffles (index, record) pairs, the cache path bare indices: same order."""
     graph = tf.compat.v1.Graph()
