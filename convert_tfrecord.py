@@ -542,6 +542,14 @@ def flip_variant(image, variant):
                    lambda: tf.reverse(image, axis=[-3]), lambda: tf.identity(image))
 
 
+def random_variant(seed_pair, position):
+    """The flip variant of the element at `position` of a pass seeded by `seed_pair` (two int64):
+    uniform in [0, FLIP_VARIANTS), stateless, so a rerun or a feature cache draws the same."""
+    import tensorflow as tf
+    seed = tf.random.experimental.stateless_fold_in(seed_pair, position)
+    return tf.random.stateless_uniform([], seed, 0, FLIP_VARIANTS, tf.int32)
+
+
 def make_dataset(records_dir, split, flip=False, seed=None, num_parallel_calls=AUTOTUNE,
                  epoch=None):
     """A split as an unbatched tf.data.Dataset of (image, label, path), in split.csv's order.
@@ -570,12 +578,8 @@ def make_dataset(records_dir, split, flip=False, seed=None, num_parallel_calls=A
             lambda draw: tf.cast(tf.math.floormod(draw, FLIP_VARIANTS), tf.int32))))
     elif flip:
         pair = tf.stack([tf.constant(seed or 0, tf.int64), tf.cast(epoch, tf.int64)])
-
-        def draw(position, serialized):
-            seed_of_element = tf.random.experimental.stateless_fold_in(pair, position)
-            return serialized, tf.random.stateless_uniform([], seed_of_element, 0, FLIP_VARIANTS,
-                                                           tf.int32)
-        dataset = dataset.enumerate().map(draw)
+        dataset = dataset.enumerate().map(
+            lambda position, serialized: (serialized, random_variant(pair, position)))
 
     def preprocess(serialized, variant=None):
         image, label, path = decode_example(serialized)

@@ -12,8 +12,6 @@ import os
 import shutil
 import time
 
-import setting
-
 DEMO_CLASSES = 21        # UC Merced's class names
 DEMO_PER_CLASS = 20      # 16 / 2 / 2 per class with the 0.8 / 0.1 / 0.1 split
 DEMO_SEED = 1

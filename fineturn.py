@@ -366,9 +366,8 @@ def shuffle_with_variants(dataset, count, seed, flip):
     def variant(position, element):
         if not flip:
             return (position, tf.constant(0, tf.int32)), element
-        draw = tf.random.stateless_uniform([], tf.stack([seed, position]), minval=0,
-                                           maxval=convert_tfrecord.FLIP_VARIANTS, dtype=tf.int32)
-        return (position, draw), element
+        pair = tf.stack([seed, tf.constant(0, tf.int64)])
+        return (position, convert_tfrecord.random_variant(pair, position)), element
     return shuffled.map(variant)
 
 
@@ -526,8 +525,7 @@ def log(message):
 
 
 def read_inputs(args):
-    """labels, per-split counts, and the weights (checked against the class count)."""
-    import alexnet
+    """labels and per-split image counts of the records."""
     import convert_tfrecord
     classes = convert_tfrecord.read_labels(args.data_dir)
     counts = {split: convert_tfrecord.count_records(args.data_dir, split)
@@ -575,7 +573,6 @@ def prepare_run_dir(args):
 
 
 def train(args):
-    import numpy as np
     import alexnet
     check_settings(args)
     log('settings: ' + ', '.join('%s=%s' % item for item in resolved_settings(args).items()))

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import alexnet
-import setting
 import validate_alexnet_on_imagenet as validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
