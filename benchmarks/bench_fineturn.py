@@ -175,6 +175,24 @@ def head_roofline(num_classes):
     return flops, 5 * parameter_bytes, model
 
 
+def head_products_numpy(num_classes, repeats=5):
+    """Seconds numpy's BLAS takes for the step's matrix products at their own (skinny) shapes:
+    forward and weight gradient of fc6-fc8, input gradient of fc7-fc8. What the same FLOPs cost
+    at batch 32 with the best kernels at hand, next to the square-sgemm rate of the bound."""
+    import alexnet
+    shapes = alexnet.weight_shapes(num_classes)
+    rng = np.random.default_rng(2)
+    total = 0.0
+    for layer in ('fc6', 'fc7', 'fc8'):
+        fan_in, fan_out = shapes[layer][0]
+        w = rng.random((fan_in, fan_out), np.float32)
+        x = rng.random((BATCH, fan_in), np.float32)
+        dy = rng.random((BATCH, fan_out), np.float32)
+        products = [lambda: x @ w, lambda: x.T @ dy] + ([lambda: dy @ w.T] if layer != 'fc6' else [])
+        total += sum(best_seconds(product, repeats) for product in products)
+    return total
+
+
 # --- 4. the full graph: tf.data vs in-memory input -------------------------------------------------
 
 def full_graph_input(args, epochs=1):
@@ -314,6 +332,10 @@ def main(argv=None):
             % (bound * 1e3, 'memory' if traffic / gbps > flops / gflops else 'FLOP',
                step * 1e3, step / bound, ROOFLINE_GOAL,
                'PASS' if step / bound <= ROOFLINE_GOAL else 'FAIL'))
+        products = head_products_numpy(CLASSES)
+        say('the same products in numpy at their batch-%d shapes: %.1f ms (%.0f GFLOP/s); '
+            'measured step = %.2fx that' % (BATCH, products * 1e3, flops / products / 1e9,
+                                             step / products))
         say('ops of one step, by duration (traced; ops overlap on 2 inter-op threads):')
         for millis, label in ops[:9]:
             say('  %6.1f ms  %s' % (millis, label))
