@@ -157,6 +157,25 @@ def test_shuffle_order_is_the_same_for_records_and_bare_indices():
     assert not np.array_equal(idx_a, idx_c)     # another epoch, another order
 
 
+@pytest.mark.parametrize('cached', [False, True])
+def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_path, cached):
+    """Every dataset the shared iterator is initialised from has tf.data autotuning off (with it
+    on, switching the iterator from training to validation stalls at random for tens of seconds)."""
+    from tensorflow.core.framework import dataset_options_pb2
+    args = fineturn.parse_args([str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)])
+    model = fineturn.Model(args, 5, 20, cached)
+    makers = [op for op in model.graph.get_operations() if op.type == 'MakeIterator']
+    assert len(makers) == (7 if cached else 3)     # train, validation, test (+ 3 extraction, order)
+    for op in makers:
+        dataset = op.inputs[0].op
+        while dataset.type != 'OptionsDataset':
+            assert dataset.type in ('PrefetchDataset', 'ModelDataset'), (op.name, dataset.type)
+            dataset = dataset.inputs[0].op
+        options = dataset_options_pb2.Options.FromString(dataset.get_attr('serialized_options'))
+        assert options.autotune_options.HasField('enabled'), op.name
+        assert options.autotune_options.enabled is False, op.name
+
+
 def test_ctrl_c_then_kill_9_then_resume(tiny_records, alexnet_npz, tmp_path):
     """Ctrl-C stops cleanly after a step; kill -9 at any moment leaves the run resumable; the
     finished run has each epoch exactly once."""
