@@ -330,7 +330,7 @@ class Model:
 
 
 def without_autotune(dataset):
-    """`dataset` with tf.data's autotuning off (parallel maps then use one thread per core).
+    """`dataset` with tf.data's autotuning off: parallel maps run at a fixed, default parallelism.
 
     The model's iterator is re-initialised from the training pipeline to validation every epoch.
     With autotuning on, that re-initialisation sometimes sits idle for 10-55 s (TF 2.21, 2 cores:
