@@ -10,6 +10,7 @@ Weights files hold float32 arrays in TF layouts under `<layer>/weights` and `<la
 neither the graph nor a checkpoint's `.meta` carries 240 MB of constants.
 """
 import os
+import zlib
 
 import cv2
 import numpy as np
@@ -163,10 +164,17 @@ def _blob_names(name, spec):
     return [name] + [_OP_BLOB[op] + number for op in spec['ops'] if op in _OP_BLOB]
 
 
+def op_seed(layer, purpose):
+    """A fixed op-level seed per layer and purpose ('filler', 'dropout'): with the graph-level seed
+    it fixes the random draws, however many other ops a graph builds before this one."""
+    return zlib.crc32(('%s/%s' % (layer, purpose)).encode()) & 0x7fffffff
+
+
 def _variables(name, weights_shape, biases_shape):
     std, bias = FILLERS.get(name, DEFAULT_FILLER)
     weights = tf1.get_variable('weights', weights_shape, tf.float32,
-                               initializer=tf1.random_normal_initializer(stddev=std))
+                               initializer=tf1.random_normal_initializer(
+                                   stddev=std, seed=op_seed(name, 'filler')))
     biases = tf1.get_variable('biases', biases_shape, tf.float32,
                               initializer=tf1.constant_initializer(bias))
     return weights, biases
@@ -209,7 +217,8 @@ def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1'
                 x = tf.nn.bias_add(_conv(x, weights, spec), biases)
             else:
                 if spec['dropout'] and not (isinstance(keep_prob, (int, float)) and keep_prob == 1):
-                    x = tf.nn.dropout(x, rate=1.0 - keep_prob)
+                    x = tf.nn.dropout(x, rate=1.0 - keep_prob,
+                                      seed=op_seed(name, 'dropout'))
                 if x.shape.ndims != 2:
                     # NHWC flattens H, W, C; the converter reordered fc6's rows to match
                     x = tf.reshape(x, [-1, weights_shape[0]])
