@@ -1,9 +1,8 @@
-"""bvlc_alexnet as a tf.compat.v1 graph, its preprocessing, and loading a weights file into it.
+"""The AlexNet graph (tf.compat.v1), its preprocessing, and loading a weights file into it.
 
-The graph is Caffe's deploy net exactly (DESIGN.md, "Caffe facts"):
-conv1 96 k11 s4 VALID -> ReLU -> LRN -> max-pool 3/2; conv2 256 k5 SAME group 2 -> ReLU -> LRN ->
-pool; conv3 384 k3; conv4 384 k3 group 2; conv5 256 k3 group 2 -> pool; fc6, fc7 4096 with ReLU and
-dropout; fc8 -> softmax. Input: BGR, 227x227, ImageNet mean subtracted.
+The graph follows a netspec.Structure, the one description of the network (bvlc_alexnet's unless
+told otherwise), exactly as Caffe computes it; docs/ARCHITECTURE.md lists the Caffe facts this
+rests on (grouped convolutions, LRN's alpha, the fc6 row order, BGR input and mean).
 
 Weights files hold float32 arrays in TF layouts under `<layer>/weights` and `<layer>/biases`
 (`python -m caffe_to_npy` writes them). They are fed once through the variables' initializers, so
@@ -16,56 +15,29 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
+import netspec
+from errors import UserError
+
 tf1 = tf.compat.v1
 
 # --- model facts that come with the pretrained weights ------------------------------------------
-IMAGE_SIZE = 227                  # network input side
+IMAGE_SIZE = netspec.BVLC_ALEXNET.input_size   # network input side, 227
 RESIZE_SIZE = 256                 # Caffe's recipe: resize to 256x256, then centre crop IMAGE_SIZE
 CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2   # 14: Caffe's centre crop rounds down
 MEAN_BGR = (104.0, 117.0, 123.0)  # ImageNet mean per channel, BGR order like the weights
-NUM_IMAGENET_CLASSES = 1000
-
-# The net as data: one row per layer. `ops` is the order of what follows the conv (so a test can
-# swap LRN and pooling, the CaffeNet order); `dropout` means dropout is applied to the layer's
-# input while training. Caffe's in-place ReLU means the blob named like the layer holds the ReLU
-# output, and so does our end point.
-LAYERS = (
-    ('conv1', dict(kind='conv', filters=96, kernel=11, stride=4, padding='VALID', group=1,
-                   ops=('relu', 'lrn', 'pool'))),
-    ('conv2', dict(kind='conv', filters=256, kernel=5, stride=1, padding='SAME', group=2,
-                   ops=('relu', 'lrn', 'pool'))),
-    ('conv3', dict(kind='conv', filters=384, kernel=3, stride=1, padding='SAME', group=1,
-                   ops=('relu',))),
-    ('conv4', dict(kind='conv', filters=384, kernel=3, stride=1, padding='SAME', group=2,
-                   ops=('relu',))),
-    ('conv5', dict(kind='conv', filters=256, kernel=3, stride=1, padding='SAME', group=2,
-                   ops=('relu', 'pool'))),
-    ('fc6', dict(kind='fc', units=4096, dropout=False, ops=('relu',))),
-    ('fc7', dict(kind='fc', units=4096, dropout=True, ops=('relu',))),
-    ('fc8', dict(kind='fc', units=None, dropout=True, ops=())),   # units = number of classes
-)
-LAYER_NAMES = tuple(name for name, _ in LAYERS)
-CONV_LAYERS = tuple(name for name, spec in LAYERS if spec['kind'] == 'conv')
-FC_LAYERS = tuple(name for name, spec in LAYERS if spec['kind'] == 'fc')
-
-# Caffe LRN(local_size 5, alpha 1e-4, beta 0.75, k 1) in TF terms: Caffe divides alpha by
-# local_size, TF does not; TF's radius excludes the centre channel.
-LRN = dict(depth_radius=2, alpha=1e-4 / 5, beta=0.75, bias=1.0)
-POOL = dict(ksize=3, strides=2, padding='VALID')   # equals Caffe's ceil-mode pooling at 227 input
-
-# Blob (end point) names Caffe gives each layer's output after its `ops`.
-_OP_BLOB = {'lrn': 'norm', 'pool': 'pool'}
+NUM_IMAGENET_CLASSES = netspec.BVLC_ALEXNET.num_classes
+LAYER_NAMES = netspec.LAYER_NAMES
 
 # Caffe's train_val fillers for bvlc_alexnet, used for layers that are not loaded (SKIP_LAYERS).
 FILLERS = {'fc6': (0.005, 0.1), 'fc7': (0.005, 0.1), 'fc8': (0.01, 0.0)}
 DEFAULT_FILLER = (0.01, 0.0)
 
 
-class ImageError(Exception):
+class ImageError(UserError):
     """An image file that can't be read as a picture."""
 
 
-class WeightsError(Exception):
+class WeightsError(UserError):
     """A weights file that can't be loaded into the graph; the message says what to do."""
 
 
@@ -111,63 +83,27 @@ def preprocess_tensor(image_bgr):
 
 # --- the graph -----------------------------------------------------------------------------------
 
-def layer_name(name):
-    """`name` if AlexNet has such a layer, else a ValueError that lists the layers."""
-    if name not in LAYER_NAMES:
-        raise ValueError('unknown layer %r: AlexNet has %s' % (name, ', '.join(LAYER_NAMES)))
-    return name
-
-
-def _walk(num_classes):
-    """(layer, input shape without batch, weights shape, biases shape) for each layer in order."""
-    side, channels, rows = IMAGE_SIZE, 3, []
-    for name, spec in LAYERS:
-        if spec['kind'] == 'conv':
-            k, out = spec['kernel'], spec['filters']
-            rows.append((name, (side, side, channels), (k, k, channels // spec['group'], out), (out,)))
-            if spec['padding'] == 'VALID':
-                side = (side - k) // spec['stride'] + 1
-            else:
-                side = -(-side // spec['stride'])
-            if 'pool' in spec['ops']:
-                side = (side - POOL['ksize']) // POOL['strides'] + 1
-            channels = out
-        else:
-            units = spec['units'] or num_classes
-            shape = (side, side, channels) if side > 1 else (channels,)
-            rows.append((name, shape, (side * side * channels, units), (units,)))
-            side, channels = 1, units
-    return rows
-
-
-def weight_shapes(num_classes=NUM_IMAGENET_CLASSES):
-    """{layer: (weights shape, biases shape)} in TF layouts (conv HWIO per group, fc (in, out))."""
-    return {name: (w, b) for name, _, w, b in _walk(num_classes)}
-
-
-def boundary(layer):
-    """Name of the end point that feeds `layer` (what build(start=layer) takes as input)."""
-    index = LAYER_NAMES.index(layer_name(layer))
-    if index == 0:
-        return 'data'
-    previous, spec = LAYERS[index - 1]
-    return _blob_names(previous, spec)[-1]
-
-
-def boundary_shape(layer):
-    """Shape (without batch) of the tensor that feeds `layer`, e.g. (6, 6, 256) for fc6."""
-    return {name: shape for name, shape, _, _ in _walk(NUM_IMAGENET_CLASSES)}[layer_name(layer)]
-
-
-def _blob_names(name, spec):
-    number = name[len(name.rstrip('0123456789')):]
-    return [name] + [_OP_BLOB[op] + number for op in spec['ops'] if op in _OP_BLOB]
-
-
 def op_seed(layer, purpose):
     """A fixed op-level seed per layer and purpose ('filler', 'dropout'): with the graph-level seed
     it fixes the random draws, however many other ops a graph builds before this one."""
     return zlib.crc32(('%s/%s' % (layer, purpose)).encode()) & 0x7fffffff
+
+
+def lrn_arguments(lrn):
+    """A Caffe LRN (netspec.LRN) as tf.nn.local_response_normalization's arguments: Caffe divides
+    alpha by local_size, TF does not; TF's depth_radius excludes the centre channel."""
+    return dict(depth_radius=(lrn.local_size - 1) // 2, alpha=lrn.alpha / lrn.local_size,
+                beta=lrn.beta, bias=lrn.k)
+
+
+def _padding(layer):
+    """Caffe's symmetric zero padding in conv2d's terms: VALID, SAME (stride 1, pad (k-1)/2) or
+    explicit."""
+    if layer.pad == 0:
+        return 'VALID'
+    if layer.stride == 1 and 2 * layer.pad == layer.kernel - 1:
+        return 'SAME'
+    return [[0, 0], [layer.pad, layer.pad], [layer.pad, layer.pad], [0, 0]]
 
 
 def _variables(name, weights_shape, biases_shape):
@@ -180,61 +116,72 @@ def _variables(name, weights_shape, biases_shape):
     return weights, biases
 
 
-def _conv(x, weights, spec):
-    stride = [1, spec['stride'], spec['stride'], 1]
-    if spec['group'] == 1:
-        return tf.nn.conv2d(x, weights, stride, spec['padding'])
+def _conv(x, weights, layer):
+    stride, padding = [1, layer.stride, layer.stride, 1], _padding(layer)
+    if layer.group == 1:
+        return tf.nn.conv2d(x, weights, stride, padding)
     # Caffe's group: split input channels and the kernels' output axis, convolve pairwise, concat
-    inputs = tf.split(x, spec['group'], axis=3)
-    kernels = tf.split(weights, spec['group'], axis=3)
-    return tf.concat([tf.nn.conv2d(i, k, stride, spec['padding'])
-                      for i, k in zip(inputs, kernels)], axis=3)
+    inputs = tf.split(x, layer.group, axis=3)
+    kernels = tf.split(weights, layer.group, axis=3)
+    return tf.concat([tf.nn.conv2d(i, k, stride, padding) for i, k in zip(inputs, kernels)],
+                     axis=3)
 
 
-def build(inputs, num_classes=NUM_IMAGENET_CLASSES, keep_prob=1.0, start='conv1', stop=None):
-    """AlexNet from layer `start` to fc8 -> (logits, end_points).
+def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, structure=None):
+    """The network of `structure` from layer `start` (default: the first) to its last layer
+    -> (logits, end_points).
 
     With `stop` (a layer name), build only the layers before it and return (the tensor that
     feeds `stop`, end_points) instead: the frozen part whose output the feature cache stores.
 
-    `inputs` is the preprocessed image batch [N, 227, 227, 3] for start='conv1', else the batch of
-    the end point `boundary(start)` (e.g. pool5 [N, 6, 6, 256] for start='fc6'). `keep_prob` is a
-    float or a scalar tensor (1.0 at evaluation). Variables live in scopes named like the Caffe
-    layers ('conv1/weights', ..., 'fc8/biases') in the current variable scope.
+    `inputs` is any tensor (a placeholder, an iterator's batch): the preprocessed images
+    [N, 227, 227, 3] for the first layer, else the batch of the blob `structure.boundary(start)`
+    (e.g. pool5 [N, 6, 6, 256] for start='fc6'). `num_classes`, if given, replaces the last
+    layer's size. `keep_prob` is a float or a scalar tensor (1.0 at evaluation); dropout applies
+    where the structure has it, to the next layer's input. Variables live in scopes named like the
+    Caffe layers ('conv1/weights', ..., 'fc8/biases') in the current variable scope.
     """
-    first = LAYER_NAMES.index(layer_name(start))
-    last = LAYER_NAMES.index(layer_name(stop)) if stop else len(LAYERS)
+    structure = structure or netspec.BVLC_ALEXNET
+    if num_classes is not None:
+        structure = structure.with_classes(num_classes)
+    first = structure.index(start) if start else 0
+    last = structure.index(stop) if stop else len(structure.layers)
     if last <= first:
         raise ValueError('stop layer %s does not come after start layer %s' % (stop, start))
-    shapes = weight_shapes(num_classes)
-    end_points = {boundary(start): inputs}
+    shapes = structure.weight_shapes()
+    end_points = {structure.boundary(structure.layers[first].name): inputs}
+    training = not (isinstance(keep_prob, (int, float)) and keep_prob == 1)
     x = inputs
-    for name, spec in LAYERS[first:last]:
-        weights_shape, biases_shape = shapes[name]
-        with tf1.variable_scope(name):
-            weights, biases = _variables(name, weights_shape, biases_shape)
-            if spec['kind'] == 'conv':
-                x = tf.nn.bias_add(_conv(x, weights, spec), biases)
+    for index in range(first, last):
+        layer = structure.layers[index]
+        weights_shape, biases_shape = shapes[layer.name]
+        with tf1.variable_scope(layer.name):
+            weights, biases = _variables(layer.name, weights_shape, biases_shape)
+            if layer.kind == 'conv':
+                x = tf.nn.bias_add(_conv(x, weights, layer), biases)
             else:
-                if spec['dropout'] and not (isinstance(keep_prob, (int, float)) and keep_prob == 1):
+                dropped = index > 0 and any(op.kind == 'dropout'
+                                            for op in structure.layers[index - 1].ops)
+                if dropped and training:
                     x = tf.nn.dropout(x, rate=1.0 - keep_prob,
-                                      seed=op_seed(name, 'dropout'))
+                                      seed=op_seed(layer.name, 'dropout'))
                 if x.shape.ndims != 2:
                     # NHWC flattens H, W, C; the converter reordered fc6's rows to match
                     x = tf.reshape(x, [-1, weights_shape[0]])
                 x = tf.nn.bias_add(tf.matmul(x, weights), biases)
-        blobs = iter(_blob_names(name, spec)[1:])
-        end_points[name] = x
-        for op in spec['ops']:
-            if op == 'relu':
-                x = end_points[name] = tf.nn.relu(x, name=name + '_relu')
-            elif op == 'lrn':
+        blobs = iter(layer.blobs()[1:])
+        end_points[layer.name] = x
+        for op in layer.ops:
+            if op.kind == 'relu':
+                x = end_points[layer.name] = tf.nn.relu(x, name=layer.name + '_relu')
+            elif op.kind == 'lrn':
                 blob = next(blobs)
-                x = end_points[blob] = tf.nn.local_response_normalization(x, name=blob, **LRN)
-            elif op == 'pool':
+                x = end_points[blob] = tf.nn.local_response_normalization(
+                    x, name=blob, **lrn_arguments(op))
+            elif op.kind == 'pool':
                 blob = next(blobs)
-                x = end_points[blob] = tf.nn.max_pool2d(
-                    x, POOL['ksize'], POOL['strides'], POOL['padding'], name=blob)
+                x = end_points[blob] = tf.nn.max_pool2d(x, op.kernel, op.stride, 'VALID',
+                                                        name=blob)
     if stop is None:
         end_points['prob'] = tf.nn.softmax(x, name='prob')
     return x, end_points

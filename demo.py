@@ -6,11 +6,21 @@ Nothing here is downloaded and nothing outside the demo folder is touched:
   3. a land-use-like folder of procedural textures with UC Merced's quirks (synthetic_dataset),
   4. converted to TFRecords (convert_tfrecord),
   5. fine-tuned with fineturn's recipe for a few epochs, with the full report.
+prepare() does steps 1-4 and returns the settings of step 5, which fineturn.py runs; finish()
+prints where the outputs are.
 The accuracy it prints shows that the chain works; it says nothing about AlexNet on UC Merced.
 """
+import dataclasses
 import os
 import shutil
-import time
+
+import matplotlib.cbook
+
+import caffe_to_npy
+import record_writer
+import synthetic_dataset
+from caffe_to_npy import synthetic
+from rundir import RunError
 
 DEMO_CLASSES = 21        # UC Merced's class names
 DEMO_PER_CLASS = 20      # 16 / 2 / 2 per class with the 0.8 / 0.1 / 0.1 split
@@ -20,18 +30,16 @@ MARKER = '.fineturn-demo'   # marks a folder the demo made, so a rerun may repla
 
 def sample_photo():
     """A real photo for --verify: matplotlib's sample grace_hopper.jpg."""
-    import matplotlib.cbook
     return str(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
-def prepare(demo_dir):
+def prepare_folder(demo_dir):
     """An empty demo folder; an earlier demo's is replaced, anything else is refused."""
-    import fineturn
     if os.path.exists(demo_dir):
         if not os.path.isdir(demo_dir):
-            raise fineturn.RunError('--demo-dir %s is a file' % demo_dir)
+            raise RunError('--demo-dir %s is a file' % demo_dir)
         if os.listdir(demo_dir) and not os.path.exists(os.path.join(demo_dir, MARKER)):
-            raise fineturn.RunError('--demo-dir %s holds files the demo did not make: choose an '
+            raise RunError('--demo-dir %s holds files the demo did not make: choose an '
                                     'empty or new folder' % demo_dir)
         shutil.rmtree(demo_dir)
     os.makedirs(demo_dir)
@@ -43,19 +51,13 @@ def step(number, text):
     print('\n[%d/5] %s' % (number, text), flush=True)
 
 
-def run(args):
-    """Run the demo under args.demo_dir; the training settings come from `args` (fineturn's)."""
-    import caffe_to_npy
-    import convert_tfrecord
-    import fineturn
-    import synthetic_dataset
-    from caffe_to_npy import synthetic
-
-    started = time.time()
-    demo_dir = os.path.abspath(args.demo_dir)
+def prepare(settings, demo_dir):
+    """Steps 1-4 under `demo_dir`; returns the settings of step 5, the training run: `settings`'
+    recipe on the demo's weights and records, in the demo's run dir."""
+    demo_dir = os.path.abspath(demo_dir)
     print('fineturn demo in %s\nSYNTHETIC weights and images: random AlexNet-shaped weights (not '
           'the model zoo\'s) and procedural textures (not UC Merced).' % demo_dir)
-    prepare(demo_dir)
+    prepare_folder(demo_dir)
 
     step(1, 'a random AlexNet-shaped Caffe model, V1 format like bvlc_alexnet.caffemodel')
     caffe_dir = os.path.join(demo_dir, 'caffe')
@@ -80,7 +82,7 @@ def run(args):
                                           check['tolerance'], 100 * check['top1_agreement'],
                                           'PASS' if check['ok'] else 'FAIL'))
     if not check['ok']:
-        raise fineturn.RunError('the converted weights do not match OpenCV\'s Caffe forward')
+        raise RunError('the converted weights do not match OpenCV\'s Caffe forward')
     os.remove(caffemodel)   # 244 MB no longer needed: the .npz holds the same values
 
     step(3, '%d classes x %d procedural textures with UC Merced\'s quirks -> %s'
@@ -90,20 +92,20 @@ def run(args):
                                                len(folder.ignored)))
 
     step(4, 'python convert_tfrecord.py')
-    records = os.path.join(demo_dir, 'data')
-    conversion = convert_tfrecord.convert(images, records, seed=DEMO_SEED, progress=False)
-    print(convert_tfrecord.summary(conversion))
+    records_dir = os.path.join(demo_dir, 'data')
+    conversion = record_writer.convert(images, records_dir, seed=DEMO_SEED, progress=False)
+    print(record_writer.summary(conversion))
 
-    step(5, 'python fineturn.py: %d epochs of the recipe in setting.py' % args.epochs)
-    args.data_dir, args.weights = records, weights
-    args.run_dir = os.path.join(demo_dir, 'run')
-    code = fineturn.train(args)
-    if code:
-        return code
-    run_dir = args.run_dir
+    step(5, 'python fineturn.py: %d epochs of the recipe in setting.py' % settings.epochs)
+    return dataclasses.replace(settings, data_dir=records_dir, weights=weights,
+                               run_dir=os.path.join(demo_dir, 'run'))
+
+
+def finish(settings, seconds):
+    """The demo's last words, after the training run of `settings` took `seconds` in all."""
+    run_dir = settings.run_dir
     print('\ndemo finished in %.0f s. SYNTHETIC weights and images: the accuracy above shows the '
-          'chain works, not how AlexNet does on UC Merced.' % (time.time() - started))
+          'chain works, not how AlexNet does on UC Merced.' % seconds)
     print('report:  %s\nfigures: %s\n         %s\nmetrics: %s'
           % (os.path.join(run_dir, 'test_report.md'), os.path.join(run_dir, 'confusion_matrix.png'),
              os.path.join(run_dir, 'curves.png'), os.path.join(run_dir, 'metrics.csv')))
-    return 0

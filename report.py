@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
 
 from atomicfile import atomic_write
 
@@ -88,22 +89,15 @@ def write_report(out_dir, classes, paths, labels, probabilities, checkpoint):
     return report
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def _save_figure(figure, path):
     atomic_write(path, lambda f: figure.savefig(f, format='png', dpi=110), mode='wb')
 
 
 def plot_confusion(path, report):
-    plt = _pyplot()
     classes, matrix = report['classes'], np.asarray(report['confusion_matrix'])
     size = max(5.0, 0.42 * len(classes) + 2.5)
-    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    figure = Figure(figsize=(size + 1.5, size))
+    axes = figure.subplots()
     shown = axes.imshow(matrix, cmap='Blues')
     axes.set_xticks(range(len(classes)))
     axes.set_yticks(range(len(classes)))
@@ -121,14 +115,13 @@ def plot_confusion(path, report):
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
     _save_figure(figure, path)
-    plt.close(figure)
 
 
 def plot_curves(path, rows):
     """Loss and accuracy per epoch, train and validation, from metrics.csv rows (dicts)."""
-    plt = _pyplot()
     epochs = [int(r['epoch']) for r in rows]
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    loss, accuracy = figure.subplots(1, 2)
     for axes, key, title in ((loss, 'loss', 'loss (cross-entropy)'), (accuracy, 'accuracy', 'accuracy')):
         for split, style in (('train', 'o-'), ('val', 's-')):
             axes.plot(epochs, [float(r['%s_%s' % (split, key)]) for r in rows], style,
@@ -139,4 +132,3 @@ def plot_curves(path, rows):
         axes.legend()
     figure.tight_layout()
     _save_figure(figure, path)
-    plt.close(figure)

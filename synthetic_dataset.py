@@ -6,8 +6,8 @@ frequency and blob density; every image jitters those (angle, frequency, phase, 
 positions) and adds noise. Colour and orientation survive AlexNet's convolutions, so a linear-ish
 head on its features separates the classes, even with random conv weights.
 
-With quirks=True the folder also carries the mess real downloads have (DESIGN.md, "UC Merced
-facts"), placed deterministically on the last images of the classes in turn:
+With quirks=True the folder also carries the mess real downloads have (docs/ARCHITECTURE.md,
+"UC Merced"), placed deterministically on the last images of the classes in turn:
   - odd sizes (sides 242..257, all >= 227, like UC Merced's 44 non-256 images),
   - an 8-bit grayscale .tif, a 16-bit .tif, an RGBA .png, an upper-case `.TIF` extension,
   - a truncated (unreadable) .tif,
@@ -26,6 +26,8 @@ import os
 
 import cv2
 import numpy as np
+
+import images
 
 # UC Merced Land Use's 21 classes (Yang & Newsam, ACM SIGSPATIAL GIS 2010), in sorted order.
 CLASS_NAMES = (
@@ -148,8 +150,7 @@ def make_dataset_folder(root, num_classes=21, per_class=100, size=256, seed=0, q
     os.makedirs(root, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, num_classes)
     if workers > 1:
-        from convert_tfrecord import pool_context
-        with pool_context().Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        with images.pool_context().Pool(workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
             written = pool.map(_write_class, jobs, chunksize=1)
     else:
         written = [_write_class(job) for job in jobs]

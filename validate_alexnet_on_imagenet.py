@@ -29,12 +29,15 @@ import os
 import sys
 
 import cv2
+import matplotlib.cbook
 import numpy as np
 import tensorflow as tf
+from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
 
 import alexnet
-from atomicfile import atomic_path
 import setting
+from atomicfile import atomic_path
+from errors import UserError
 
 tf1 = tf.compat.v1
 
@@ -48,7 +51,7 @@ FIGURE_MAX_IMAGES = 36      # a 6x6 grid at most; more images make an unreadable
 FIGURE_THUMBNAIL = 320      # longest side of each drawn image, in pixels
 
 
-class ValidateError(Exception):
+class ValidateError(UserError):
     """A user mistake (bad path, wrong weights, nothing to classify); the message says what to do."""
 
 
@@ -71,7 +74,6 @@ def read_class_names(path=setting.IMAGENET_CLASSES):
 
 def sample_image():
     """Path of matplotlib's sample photo grace_hopper.jpg (a real photo that ships with a dependency)."""
-    import matplotlib.cbook
     return os.fspath(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
@@ -195,8 +197,6 @@ def save_probs(out, probs, paths):
 def draw_figure(out, paths, probs, names, k):
     """Save a grid of the images (as read, RGB, not preprocessed) with their top-k labels; draws at
     most FIGURE_MAX_IMAGES images and returns how many it drew."""
-    from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
-
     count = min(len(paths), FIGURE_MAX_IMAGES)
     columns = min(count, 4)
     rows = -(-count // columns)
@@ -325,7 +325,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         run(args)
-    except (ValidateError, alexnet.WeightsError, alexnet.ImageError) as error:
+    except UserError as error:
         print('%s: error: %s' % (PROG, error), file=sys.stderr)
         return 1
     return 0

@@ -34,11 +34,23 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import fineturn  # noqa: E402  (no TensorFlow import at module level)
+import environment  # noqa: E402
 
-fineturn.tensorflow_environment()   # the same TF settings as `python fineturn.py`, before TF loads
+# The import boundary: TensorFlow loads as `python fineturn.py` loads it.
+tf = environment.load_tensorflow()
 
 import numpy as np  # noqa: E402
+
+import alexnet  # noqa: E402
+import fineturn  # noqa: E402
+import netspec  # noqa: E402
+import record_writer  # noqa: E402
+import records  # noqa: E402
+import synthetic_dataset  # noqa: E402
+import training  # noqa: E402
+from caffe_to_npy import convert_file, synthetic  # noqa: E402
+
+tf1 = tf.compat.v1
 
 BATCH = 32
 CLASSES = 21
@@ -92,9 +104,6 @@ def copy_gbps(megabytes=512, threads=2, repeats=5):
 
 def forward_speeds(repeats):
     """images/s of alexnet.build's forward pass on images held in a tf.Variable."""
-    import tensorflow as tf
-    import alexnet
-    tf1 = tf.compat.v1
     graph = tf1.Graph()
     with graph.as_default():
         images = tf1.get_variable('images', [64, alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3],
@@ -116,37 +125,36 @@ def forward_speeds(repeats):
     return speeds
 
 
-def fineturn_args(data_dir, weights, run_dir, *extra):
-    return fineturn.parse_args(['--data-dir', data_dir, '--weights', weights, '--run-dir', run_dir,
-                                '--batch-size', str(BATCH)] + list(extra))
+def fineturn_settings(data_dir, weights, run_dir, *extra):
+    return fineturn.settings_from(fineturn.parse_args(
+        ['--data-dir', data_dir, '--weights', weights, '--run-dir', run_dir,
+         '--batch-size', str(BATCH)] + list(extra)))
 
 
-def loaded_model(args, cached):
-    """fineturn's Model for `args` in a session, weights loaded as fineturn.train loads them."""
-    import tensorflow as tf
-    import alexnet
-    import convert_tfrecord
-    classes = convert_tfrecord.read_labels(args.data_dir)
-    train_count = convert_tfrecord.count_records(args.data_dir, 'train')
-    model = fineturn.Model(args, len(classes), train_count, cached)
-    session = tf.compat.v1.Session(graph=model.graph)
-    alexnet.load_weights(session, fineturn.read_pretrained(args, len(classes)),
-                         skip_layers=args.skip_layers)
+def loaded_model(settings, cached):
+    """training.TrainingGraph for `settings` in a session, weights loaded as a run loads them."""
+    classes, counts = records.read_inputs(settings.data_dir)
+    model = training.TrainingGraph(settings, len(classes), counts['train'], cached)
+    session = tf1.Session(graph=model.graph)
+    alexnet.load_weights(session, training.read_pretrained(settings, len(classes)),
+                         skip_layers=settings.skip_layers)
     session.run(model.others_init)
-    return model, session, train_count
+    return model, session, counts['train']
 
 
-def head_step(args, steps):
-    """(seconds per step of fineturn's cached-path train_op at BATCH, the ops it runs)."""
-    import tensorflow as tf
-    import alexnet
-    tf1 = tf.compat.v1
-    model, session, _ = loaded_model(args, cached=True)
+def step_fetches(model):
+    """What Run.train_epoch runs per step."""
+    return [model.train_op, model.scores.loss_sum, model.scores.correct, model.scores.count]
+
+
+def head_step(settings, steps):
+    """(seconds per step of the cached-path train_op at BATCH, the ops it runs)."""
+    model, session, _ = loaded_model(settings, cached=True)
     rng = np.random.default_rng(0)
-    shape = (BATCH,) + alexnet.boundary_shape(model.boundary_layer)
+    shape = (BATCH,) + netspec.BVLC_ALEXNET.boundary_shape(model.boundary_layer)
     feed = {model.inputs: np.maximum(rng.normal(size=shape), 0).astype(np.float32),
-            model.labels: rng.integers(0, CLASSES, BATCH), model.keep_prob: args.keep_prob}
-    fetches = [model.train_op, model.loss_sum, model.correct, model.count]   # as train_epoch
+            model.labels: rng.integers(0, CLASSES, BATCH), model.keep_prob: settings.keep_prob}
+    fetches = step_fetches(model)
     seconds = best_seconds(lambda: session.run(fetches, feed), steps, warmup=3)
     metadata = tf1.RunMetadata()
     session.run(fetches, feed, options=tf1.RunOptions(trace_level=tf1.RunOptions.FULL_TRACE),
@@ -159,8 +167,7 @@ def head_step(args, steps):
 
 def head_roofline(num_classes):
     """(FLOPs, bytes) of one fc6-fc8 training step at BATCH, and the byte model in words."""
-    import alexnet
-    shapes = alexnet.weight_shapes(num_classes)
+    shapes = netspec.BVLC_ALEXNET.with_classes(num_classes).weight_shapes()
     layers = ('fc6', 'fc7', 'fc8')
     macs = sum(np.prod(shapes[layer][0]) for layer in layers)
     input_gradient_macs = sum(np.prod(shapes[layer][0]) for layer in ('fc7', 'fc8'))
@@ -179,8 +186,7 @@ def head_products_numpy(num_classes, repeats=5):
     """Seconds numpy's BLAS takes for the step's matrix products at their own (skinny) shapes:
     forward and weight gradient of fc6-fc8, input gradient of fc7-fc8. What the same FLOPs cost
     at batch 32 with the best kernels at hand, next to the square-sgemm rate of the bound."""
-    import alexnet
-    shapes = alexnet.weight_shapes(num_classes)
+    shapes = netspec.BVLC_ALEXNET.with_classes(num_classes).weight_shapes()
     rng = np.random.default_rng(2)
     total = 0.0
     for layer in ('fc6', 'fc7', 'fc8'):
@@ -197,27 +203,28 @@ def head_products_numpy(num_classes, repeats=5):
 
 # --- 4. the full graph: tf.data vs in-memory input -------------------------------------------------
 
-def full_graph_input(args, epochs=1):
+def full_graph_input(settings, epochs=1):
     """images/s of the full graph's train_op fed by its tf.data pipeline (whole epochs, as
     train_epoch runs them), fed one in-memory batch (same steps), and of the pipeline alone."""
-    model, session, train_count = loaded_model(args, cached=False)
+    model, session, train_count = loaded_model(settings, cached=False)
     get_next = model.iterator_labels.op          # the iterator's (images, labels, paths) op
-    fetches = [model.train_op, model.loss_sum, model.correct, model.count]
+    fetches = step_fetches(model)
     session.run(model.train_init, {model.epoch_seed: 0})
     batch = session.run(list(get_next.outputs))
     # feeding every output of the iterator's op: the same train_op, no input pipeline run
     feed = dict(zip(get_next.outputs, batch))
-    feed[model.keep_prob] = args.keep_prob
+    feed[model.keep_prob] = settings.keep_prob
     for _ in range(3):     # warm-up (kernel set-up) outside both timings
         session.run(fetches, feed)
     steps = 0
     start = time.perf_counter()
     for epoch in range(1, epochs + 1):
-        session.run(model.train_init, {model.epoch_seed: fineturn.epoch_seed(args.seed, epoch)})
+        session.run(model.train_init,
+                    {model.epoch_seed: training.epoch_seed(settings.seed, epoch)})
         while True:
             try:
-                session.run(fetches, {model.keep_prob: args.keep_prob})
-            except model.tf1.errors.OutOfRangeError:
+                session.run(fetches, {model.keep_prob: settings.keep_prob})
+            except tf.errors.OutOfRangeError:
                 break
             steps += 1
     piped = epochs * train_count / (time.perf_counter() - start)
@@ -229,7 +236,7 @@ def full_graph_input(args, epochs=1):
     while True:
         try:
             count += len(session.run(model.iterator_labels))
-        except model.tf1.errors.OutOfRangeError:
+        except tf.errors.OutOfRangeError:
             break
     alone = count / (time.perf_counter() - start)
     session.close()
@@ -263,14 +270,11 @@ def run_fineturn(work, data_dir, weights, name, epochs, flip, cache):
 
 def make_inputs(work, per_class):
     """Generated images -> TFRecords; a generated V1 Caffe AlexNet -> weights .npz."""
-    import convert_tfrecord
-    import synthetic_dataset
-    from caffe_to_npy import convert_file, synthetic
     folder = synthetic_dataset.make_dataset_folder(
         os.path.join(work, 'images'), num_classes=CLASSES, per_class=per_class, size=256,
         quirks=False)
     data_dir = os.path.join(work, 'records')
-    convert_tfrecord.convert(folder.root, data_dir, overwrite=True, progress=False)
+    record_writer.convert(folder.root, data_dir, overwrite=True, progress=False)
     shutil.rmtree(folder.root)
     caffe_dir = os.path.join(work, 'caffe')
     os.makedirs(caffe_dir)
@@ -317,7 +321,7 @@ def main(argv=None):
         say('\n== 2. graph speeds, in-memory inputs (%s)' % load())
         for name, speed in forward_speeds(repeats).items():
             say('%-45s %6.1f img/s' % (name, speed))
-        recipe = fineturn_args(data_dir, weights, os.path.join(work, 'scratch'))
+        recipe = fineturn_settings(data_dir, weights, os.path.join(work, 'scratch'))
         step, ops = head_step(recipe, repeats * 2)
         say('%-45s %6.1f img/s  (%.1f ms/step; fineturn train_op, keep_prob %.1f)'
             % ('head fc6-fc8 training step, batch %d' % BATCH, BATCH / step, step * 1e3,

@@ -3,9 +3,12 @@ import argparse
 import os
 import sys
 
+import environment
+from errors import UserError
+
+from . import TOLERANCE
 from .converter import convert_file
 from .errors import ConversionError
-from .compare import TOLERANCE
 
 EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
 
@@ -51,7 +54,8 @@ def main(argv=None):
         missing = [p for p in args.verify if not os.path.isfile(p)]
         if missing:
             raise ConversionError('--verify image not found: %s' % missing[0])
-        os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+        # The import boundary: --verify alone loads TensorFlow and OpenCV's Caffe runtime.
+        environment.load_tensorflow()
         from .compare import verify
         results = {}
 
@@ -83,22 +87,13 @@ class _Mismatch(Exception):
     pass
 
 
-def _error_types():
-    """ConversionError plus alexnet's input errors (alexnet is loaded only by --verify)."""
-    alexnet = sys.modules.get('alexnet')
-    return (ConversionError, OSError) + tuple(
-        getattr(alexnet, name) for name in ('ImageError', 'WeightsError') if hasattr(alexnet, name))
-
-
 if __name__ == '__main__':
     try:
         sys.exit(main())
     except KeyboardInterrupt:
         print('caffe_to_npy: interrupted; nothing written', file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # one line for bad input, no traceback
-        if not isinstance(e, _error_types()):
-            raise
+    except UserError as e:  # one line for bad input, no traceback
         message = str(e).strip().replace('\n', ' ')
         print('caffe_to_npy: error: %s' % message, file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

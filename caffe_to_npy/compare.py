@@ -2,13 +2,16 @@
 
 relative difference = max|ours - caffe| / max|caffe| over all images and outputs of a blob;
 the conversion passes when it is <= TOLERANCE for fc8 and for prob.
-TensorFlow, OpenCV and alexnet are imported here only, when a check runs.
+This module loads TensorFlow (through alexnet): the converter imports it only for --verify.
 """
+import cv2
 import numpy as np
 
+import alexnet
+
+from . import TOLERANCE
 from .errors import ConversionError
 
-TOLERANCE = 1e-4
 OUTPUTS = ('fc8', 'prob')
 
 
@@ -25,7 +28,6 @@ def relative_difference(ours, reference):
 
 def caffe_forward(prototxt, caffemodel, images, outputs=OUTPUTS):
     """Run OpenCV's Caffe importer on preprocessed NHWC float32 BGR images; {blob: array}."""
-    import cv2
     if not hasattr(cv2.dnn, 'readNetFromCaffe'):
         raise ConversionError('OpenCV %s has no Caffe reader (OpenCV 5 removed it): '
                               'pip install "opencv-python-headless<5"' % cv2.__version__)
@@ -51,7 +53,6 @@ def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
 
     `weights` is a weights file path or an already read {layer: {'weights', 'biases'}} dict.
     """
-    import alexnet
     session, inputs, end_points = alexnet.inference_session(weights, allow_pickle=allow_pickle)
     with session:
         results = session.run({name: end_points[name] for name in outputs},
@@ -61,7 +62,6 @@ def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
 
 def load_images(image_paths):
     """Preprocess with alexnet.load_image (the one preprocessing shared with validation)."""
-    import alexnet
     if not image_paths:
         raise ConversionError('--verify needs at least one image')
     return np.stack([alexnet.load_image(path) for path in image_paths])

@@ -13,6 +13,7 @@ import zipfile
 import numpy as np
 from google.protobuf import text_format
 
+import netspec
 from atomicfile import atomic_path
 
 from . import caffe_pb
@@ -95,11 +96,11 @@ _PARAMS = {'Convolution': _conv_params, 'InnerProduct': _ip_params, 'Pooling': _
 
 
 # --- blob shapes through the net: shape of one image, (C, H, W) or (D,) ---------------------
+# Caffe's rules themselves are netspec's (conv_output, pool_output), applied here per axis.
 def _conv_shape(params, shape, name):
     c, h, w = _spatial(shape, name)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (params[k] for k in ('kernel', 'stride', 'pad',
-                                                                  'dilation'))
-    out = ((h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1, (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1)
+    out = tuple(netspec.conv_output(size, k, s, p, d) for size, k, s, p, d in zip(
+        (h, w), params['kernel'], params['stride'], params['pad'], params['dilation']))
     if min(out) < 1:
         raise ConversionError('layer %r: kernel larger than its %dx%d input' % (name, h, w))
     return (params['num_output'],) + out
@@ -109,14 +110,8 @@ def _pool_shape(params, shape, name):
     c, h, w = _spatial(shape, name)
     if params['global_pooling']:
         return (c, 1, 1)
-    out = []
-    for size, k, s, p in zip((h, w), params['kernel'], params['stride'], params['pad']):
-        n = -(-(size + 2 * p - k) // s) if params['ceil_mode'] else (size + 2 * p - k) // s
-        n += 1
-        if p and (n - 1) * s >= size + p:  # Caffe: the last window must start inside the image
-            n -= 1
-        out.append(n)
-    return (c,) + tuple(out)
+    return (c,) + tuple(netspec.pool_output(size, k, s, p, params['ceil_mode']) for size, k, s, p
+                        in zip((h, w), params['kernel'], params['stride'], params['pad']))
 
 
 def _spatial(shape, name):

@@ -1,52 +1,24 @@
 """AlexNet-shaped Caffe models with random weights: a deploy.prototxt and a .caffemodel.
 
 Used by the tests, the benchmark and `fineturn.py --demo`, so the whole chain runs without the
-model zoo's 244 MB download. The prototxt is bvlc_alexnet's deploy net layer for layer; the
-caffemodel is written in the V1 format of the model zoo's file (`layers`, enum types, 4-D legacy
-blob dims, fc weights 1x1xOUTxIN, plus the train net's data and loss layers) or in the new format
-(`layer`, string types, BlobShape). `width` < 1 shrinks every hidden width for fast unit tests.
+model zoo's 244 MB download. The prototxt is written from a netspec.Structure (bvlc_alexnet's
+deploy net, layer for layer, by default); the caffemodel is written in the V1 format of the model
+zoo's file (`layers`, enum types, 4-D legacy blob dims, fc weights 1x1xOUTxIN, plus the train
+net's data and loss layers) or in the new format (`layer`, string types, BlobShape). `width` < 1 shrinks every hidden width for fast unit tests.
 
     python -m caffe_to_npy.synthetic OUT_DIR [--format v1|new] [--num-classes N] [--seed S]
 """
 import argparse
+import dataclasses
 import os
 
 import numpy as np
 from google.protobuf import text_format
 
+import netspec
+
 from . import caffe_pb
 
-IMAGE_SIZE = 227
-
-# bvlc_alexnet's deploy.prototxt: (name, type, bottom, top, layer parameters)
-ALEXNET_DEPLOY = (
-    ('conv1', 'Convolution', 'data', 'conv1', {'num_output': 96, 'kernel_size': [11], 'stride': [4]}),
-    ('relu1', 'ReLU', 'conv1', 'conv1', {}),
-    ('norm1', 'LRN', 'conv1', 'norm1', {'local_size': 5, 'alpha': 1e-4, 'beta': 0.75}),
-    ('pool1', 'Pooling', 'norm1', 'pool1', {'pool': 'MAX', 'kernel_size': 3, 'stride': 2}),
-    ('conv2', 'Convolution', 'pool1', 'conv2',
-     {'num_output': 256, 'pad': [2], 'kernel_size': [5], 'group': 2}),
-    ('relu2', 'ReLU', 'conv2', 'conv2', {}),
-    ('norm2', 'LRN', 'conv2', 'norm2', {'local_size': 5, 'alpha': 1e-4, 'beta': 0.75}),
-    ('pool2', 'Pooling', 'norm2', 'pool2', {'pool': 'MAX', 'kernel_size': 3, 'stride': 2}),
-    ('conv3', 'Convolution', 'pool2', 'conv3', {'num_output': 384, 'pad': [1], 'kernel_size': [3]}),
-    ('relu3', 'ReLU', 'conv3', 'conv3', {}),
-    ('conv4', 'Convolution', 'conv3', 'conv4',
-     {'num_output': 384, 'pad': [1], 'kernel_size': [3], 'group': 2}),
-    ('relu4', 'ReLU', 'conv4', 'conv4', {}),
-    ('conv5', 'Convolution', 'conv4', 'conv5',
-     {'num_output': 256, 'pad': [1], 'kernel_size': [3], 'group': 2}),
-    ('relu5', 'ReLU', 'conv5', 'conv5', {}),
-    ('pool5', 'Pooling', 'conv5', 'pool5', {'pool': 'MAX', 'kernel_size': 3, 'stride': 2}),
-    ('fc6', 'InnerProduct', 'pool5', 'fc6', {'num_output': 4096}),
-    ('relu6', 'ReLU', 'fc6', 'fc6', {}),
-    ('drop6', 'Dropout', 'fc6', 'fc6', {'dropout_ratio': 0.5}),
-    ('fc7', 'InnerProduct', 'fc6', 'fc7', {'num_output': 4096}),
-    ('relu7', 'ReLU', 'fc7', 'fc7', {}),
-    ('drop7', 'Dropout', 'fc7', 'fc7', {'dropout_ratio': 0.5}),
-    ('fc8', 'InnerProduct', 'fc7', 'fc8', {'num_output': 1000}),
-    ('prob', 'Softmax', 'fc8', 'prob', {}),
-)
 _PARAM_FIELD = {'Convolution': 'convolution_param', 'InnerProduct': 'inner_product_param',
                 'LRN': 'lrn_param', 'Pooling': 'pooling_param', 'Dropout': 'dropout_param'}
 _V1_ENUM = {new: caffe_pb.V1_LAYER_TYPES[old] for old, new in caffe_pb.V1_TYPE_NAMES.items()
@@ -61,44 +33,74 @@ _GAIN = {'fc8': 0.05}
 _BIAS_STD = 1.0
 
 
-def layers(num_classes=1000, width=1.0):
-    """The deploy net as (name, type, bottom, top, params) with num_classes and width applied."""
-    out = []
-    for name, kind, bottom, top, params in ALEXNET_DEPLOY:
-        params = dict(params)
-        if name == 'fc8':
-            params['num_output'] = num_classes
-        elif 'num_output' in params and width != 1.0:
-            params['num_output'] = max(2, int(round(params['num_output'] * width / 2)) * 2)
-        out.append((name, kind, bottom, top, params))
+def structure(num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET):
+    """`base` with `num_classes` outputs in its last layer and every other width scaled by
+    `width` (kept even, so groups of 2 still divide it)."""
+    layers = []
+    for layer in base.layers[:-1]:
+        outputs = layer.outputs if width == 1.0 else max(2, int(round(layer.outputs * width / 2)) * 2)
+        layers.append(dataclasses.replace(layer, outputs=outputs))
+    return dataclasses.replace(base, layers=tuple(layers) + base.layers[-1:]).with_classes(
+        num_classes)
+
+
+def layers(net=netspec.BVLC_ALEXNET):
+    """The deploy net of a netspec.Structure as Caffe layers (name, type, bottom, top, params):
+    each conv or fc layer, then its ReLU (in place), LRN, pooling and dropout in the structure's
+    order, and a Softmax `prob` at the end."""
+    out, top = [], 'data'
+    for layer in net.layers:
+        number = layer.name[len(layer.name.rstrip('0123456789')):]
+        if layer.kind == 'conv':
+            params = {'num_output': layer.outputs, 'kernel_size': [layer.kernel]}
+            if layer.stride != 1:
+                params['stride'] = [layer.stride]
+            if layer.pad:
+                params['pad'] = [layer.pad]
+            if layer.group != 1:
+                params['group'] = layer.group
+            out.append((layer.name, 'Convolution', top, layer.name, params))
+        else:
+            out.append((layer.name, 'InnerProduct', top, layer.name,
+                        {'num_output': layer.outputs}))
+        top = layer.name
+        for op, blob in zip(layer.ops, _op_blobs(layer)):
+            if op.kind == 'relu':
+                out.append(('relu' + number, 'ReLU', top, top, {}))
+            elif op.kind == 'dropout':
+                out.append(('drop' + number, 'Dropout', top, top, {'dropout_ratio': op.ratio}))
+            elif op.kind == 'lrn':
+                params = {'local_size': op.local_size, 'alpha': op.alpha, 'beta': op.beta}
+                if op.k != 1.0:                            # Caffe's default
+                    params['k'] = op.k
+                out.append((blob, 'LRN', top, blob, params))
+                top = blob
+            else:
+                out.append((blob, 'Pooling', top, blob, {'pool': 'MAX', 'kernel_size': op.kernel,
+                                                         'stride': op.stride}))
+                top = blob
+    out.append(('prob', 'Softmax', top, 'prob', {}))
     return out
 
 
-def blob_shapes(num_classes=1000, width=1.0):
-    """{layer: (Caffe weight shape, bias shape)}: conv (out, in/group, kh, kw), fc (out, in)."""
-    shape = (3, IMAGE_SIZE, IMAGE_SIZE)  # C, H, W of one image
-    shapes = {}
-    for name, kind, _, _, p in layers(num_classes, width):
-        if kind == 'Convolution':
-            k, s, pad = p['kernel_size'][0], p.get('stride', [1])[0], p.get('pad', [0])[0]
-            shapes[name] = ((p['num_output'], shape[0] // p.get('group', 1), k, k),
-                            (p['num_output'],))
-            size = (shape[1] + 2 * pad - k) // s + 1
-            shape = (p['num_output'], size, size)
-        elif kind == 'Pooling':
-            size = -(-(shape[1] - p['kernel_size']) // p['stride']) + 1  # Caffe rounds up
-            shape = (shape[0], size, size)
-        elif kind == 'InnerProduct':
-            shapes[name] = ((p['num_output'], int(np.prod(shape))), (p['num_output'],))
-            shape = (p['num_output'],)
-    return shapes
+def _op_blobs(layer):
+    """The blob each op of `layer` writes: LRN and pooling their own, the others in place."""
+    new = iter(layer.blobs()[1:])
+    return [next(new) if op.kind in netspec.BLOB_PREFIX else layer.name for op in layer.ops]
 
 
-def random_weights(num_classes=1000, seed=0, width=1.0):
+def blob_shapes(num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET):
+    """{layer: (Caffe weight shape, bias shape)}: conv (out, in/group, kh, kw), fc (out, in); the
+    structure's TF shapes in Caffe's layouts."""
+    return {name: (tuple(w[::-1]) if len(w) == 2 else (w[3], w[2], w[0], w[1]), b)
+            for name, (w, b) in structure(num_classes, width, base).weight_shapes().items()}
+
+
+def random_weights(num_classes=1000, seed=0, width=1.0, base=netspec.BVLC_ALEXNET):
     """{layer: (weights, biases)} float32 in Caffe layouts, scaled as described above."""
     rng = np.random.default_rng(seed)
     weights = {}
-    for name, (w_shape, b_shape) in blob_shapes(num_classes, width).items():
+    for name, (w_shape, b_shape) in blob_shapes(num_classes, width, base).items():
         fan_in = int(np.prod(w_shape[1:]))
         weights[name] = (_uniform(rng, w_shape, _GAIN.get(name, 1.0) * np.sqrt(2.0 / fan_in)),
                          _uniform(rng, b_shape, _BIAS_STD))
@@ -128,20 +130,22 @@ def _fill_layer(layer, name, kind, bottom, top, params, v1):
                 setattr(param, key, value)
 
 
-def deploy_net(num_classes=1000, width=1.0, batch=10):
+def deploy_net(num_classes=1000, width=1.0, batch=10, base=netspec.BVLC_ALEXNET):
     """The deploy NetParameter (new format, Input layer), as in bvlc_alexnet/deploy.prototxt."""
-    net = caffe_pb.NetParameter(name='AlexNet')
-    data = net.layer.add(name='data', type='Input')
+    net = structure(num_classes, width, base)
+    message = caffe_pb.NetParameter(name='AlexNet')
+    data = message.layer.add(name='data', type='Input')
     data.top.append('data')
-    data.input_param.shape.add().dim.extend([batch, 3, IMAGE_SIZE, IMAGE_SIZE])
-    for spec in layers(num_classes, width):
-        _fill_layer(net.layer.add(), *spec, v1=False)
-    return net
+    data.input_param.shape.add().dim.extend([batch, net.input_channels, net.input_size,
+                                             net.input_size])
+    for spec in layers(net):
+        _fill_layer(message.layer.add(), *spec, v1=False)
+    return message
 
 
-def write_prototxt(path, num_classes=1000, width=1.0):
+def write_prototxt(path, num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET):
     with open(path, 'w') as f:
-        f.write(text_format.MessageToString(deploy_net(num_classes, width)))
+        f.write(text_format.MessageToString(deploy_net(num_classes, width, base=base)))
     return path
 
 
@@ -172,12 +176,13 @@ def _blob_header(array, v1):
     return blob.SerializeToString()
 
 
-def write_caffemodel(path, weights, num_classes=1000, width=1.0, fmt='v1'):
+def write_caffemodel(path, weights, num_classes=1000, width=1.0, fmt='v1',
+                     base=netspec.BVLC_ALEXNET):
     """Write `weights` ({layer: (W, b)} in Caffe layouts) as a .caffemodel, V1 or new format."""
     if fmt not in ('v1', 'new'):
         raise ValueError("fmt must be 'v1' or 'new', got %r" % (fmt,))
     v1 = fmt == 'v1'
-    specs = list(layers(num_classes, width))
+    specs = layers(structure(num_classes, width, base))
     if v1:  # the model zoo's file is a snapshot of the train net: data and loss, no prob
         specs = ([('data', 'Data', None, 'data', {})] + specs[:-1] +
                  [('loss', 'SoftmaxWithLoss', 'fc8', 'loss', {})])
@@ -206,15 +211,19 @@ def write_caffemodel(path, weights, num_classes=1000, width=1.0, fmt='v1'):
     return path
 
 
-def write_alexnet(directory, num_classes=1000, seed=0, fmt='v1', width=1.0, name=None):
-    """Write <name>.prototxt (deploy) and <name>.caffemodel; return their paths.
+def write_alexnet(directory, num_classes=1000, seed=0, fmt='v1', width=1.0, name=None,
+                  base=netspec.BVLC_ALEXNET):
+    """Write <name>.prototxt (deploy) and <name>.caffemodel of the network `base` (bvlc_alexnet's
+    by default); return their paths.
 
     name defaults to 'alexnet_<fmt>'. Full width takes ~1 s and 244 MB of disk.
     """
     name = name or 'alexnet_%s' % fmt
-    prototxt = write_prototxt(os.path.join(directory, name + '.prototxt'), num_classes, width)
+    prototxt = write_prototxt(os.path.join(directory, name + '.prototxt'), num_classes, width,
+                              base)
     caffemodel = write_caffemodel(os.path.join(directory, name + '.caffemodel'),
-                                  random_weights(num_classes, seed, width), num_classes, width, fmt)
+                                  random_weights(num_classes, seed, width, base), num_classes,
+                                  width, fmt, base)
     return prototxt, caffemodel
 
 

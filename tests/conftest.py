@@ -27,11 +27,11 @@ def alexnet_npz(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_records(tmp_path_factory):
     """A learnable 5-class dataset (20 images each: 16/2/2) as TFRecords."""
-    import convert_tfrecord
+    import record_writer
     import synthetic_dataset
     images = tmp_path_factory.mktemp('images')
     records = tmp_path_factory.mktemp('records')
     synthetic_dataset.make_dataset_folder(str(images), num_classes=5, per_class=20, seed=1,
                                           quirks=False)
-    convert_tfrecord.convert(str(images), str(records), overwrite=True, progress=False)
+    record_writer.convert(str(images), str(records), overwrite=True, progress=False)
     return str(records)

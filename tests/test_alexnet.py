@@ -7,15 +7,17 @@ import pytest
 import tensorflow as tf
 
 import alexnet
+import netspec
 
 tf1 = tf.compat.v1
 
 
 def random_weights(num_classes=1000, seed=0):
     rng = np.random.default_rng(seed)
+    shapes = netspec.BVLC_ALEXNET.with_classes(num_classes).weight_shapes()
     return {layer: {'weights': rng.normal(0, 0.01, w).astype(np.float32),
                     'biases': rng.normal(0, 0.01, b).astype(np.float32)}
-            for layer, (w, b) in alexnet.weight_shapes(num_classes).items()}
+            for layer, (w, b) in shapes.items()}
 
 
 def save_npz(path, weights):
@@ -42,10 +44,11 @@ def test_shapes_names_and_parameter_count():
     assert variables['conv2/weights'] == [5, 5, 48, 256]      # group 2 halves the input depth
     assert variables['fc6/weights'] == [9216, 4096]
     assert variables['fc8/biases'] == [21]
-    total = sum(np.prod(s) for s in alexnet.weight_shapes(1000).values() for s in s)
-    assert total == 60965224                                   # DESIGN.md's count for bvlc_alexnet
-    assert alexnet.boundary('fc6') == 'pool5' and alexnet.boundary_shape('fc6') == (6, 6, 256)
-    assert alexnet.boundary('fc7') == 'fc6' and alexnet.boundary('conv1') == 'data'
+    total = sum(np.prod(s) for s in netspec.BVLC_ALEXNET.weight_shapes().values() for s in s)
+    assert total == 60965224                                   # bvlc_alexnet's published count
+    net = netspec.BVLC_ALEXNET
+    assert net.boundary('fc6') == 'pool5' and net.boundary_shape('fc6') == (6, 6, 256)
+    assert net.boundary('fc7') == 'fc6' and net.boundary('conv1') == 'data'
 
 
 def test_split_graph_equals_whole_graph(weights):

@@ -5,6 +5,7 @@ and the new format; real photo (matplotlib's grace_hopper.jpg) plus generated ph
 Relative difference = max|ours - caffe| / max|caffe|. Each historic bug of public ports is put back
 in and must show up far above the 1e-4 tolerance, so the comparison can tell.
 """
+import dataclasses
 import os
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import numpy as np
 import pytest
 
 import alexnet
-from caffe_to_npy import TOLERANCE, convert_file, relative_difference, synthetic, verify
-from caffe_to_npy import compare
+import netspec
+from caffe_to_npy import TOLERANCE, compare, convert_file, synthetic
+from caffe_to_npy.compare import relative_difference, verify
 from caffe_to_npy.__main__ import EXIT_MISMATCH, main as cli_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -103,26 +105,31 @@ def correct_error(reference, models):
     return error
 
 
+def lrn_alpha_not_divided(lrn, correct=alexnet.lrn_arguments):
+    """The classic port bug: Caffe's alpha copied into TF without dividing it by local_size."""
+    return dict(correct(lrn), alpha=lrn.alpha)
+
+
 def test_bug_lrn_alpha_not_divided_by_local_size(reference, models, correct_error, monkeypatch):
-    monkeypatch.setitem(alexnet.LRN, 'alpha', 1e-4)
+    monkeypatch.setattr(alexnet, 'lrn_arguments', lrn_alpha_not_divided)
     assert _error(reference, models['v1'][2]) > BUG_FLOOR
 
 
-def _patched_layers(layer, **changes):
-    return tuple((name, dict(spec, **changes) if name == layer else spec)
-                 for name, spec in alexnet.LAYERS)
-
-
 def test_bug_conv1_padded_same(reference, models, correct_error, monkeypatch):
-    monkeypatch.setattr(alexnet, 'LAYERS', _patched_layers('conv1', padding='SAME'))
+    padding = alexnet._padding
+    monkeypatch.setattr(alexnet, '_padding',
+                        lambda layer: 'SAME' if layer.name == 'conv1' else padding(layer))
     assert _error(reference, models['v1'][2]) > BUG_FLOOR
 
 
 def test_bug_lrn_and_pool_swapped(reference, models, correct_error, monkeypatch):
     # CaffeNet's order (pool, then LRN) in place of AlexNet's, in both layers that have LRN
-    monkeypatch.setattr(alexnet, 'LAYERS', tuple(
-        (name, dict(spec, ops=('relu', 'pool', 'lrn')) if 'lrn' in spec['ops'] else spec)
-        for name, spec in alexnet.LAYERS))
+    swapped = [dataclasses.replace(layer, ops=tuple(sorted(layer.ops, key=lambda op: op.kind
+                                                           == 'lrn')))
+               for layer in netspec.BVLC_ALEXNET.layers]
+    assert [op.kind for op in swapped[0].ops] == ['relu', 'pool', 'lrn']
+    monkeypatch.setattr(netspec, 'BVLC_ALEXNET',
+                        dataclasses.replace(netspec.BVLC_ALEXNET, layers=tuple(swapped)))
     assert _error(reference, models['v1'][2]) > BUG_FLOOR
 
 
@@ -151,7 +158,8 @@ def test_cli_verify_passes_and_writes(models, images, tmp_path):
 def test_cli_verify_mismatch_fails_and_writes_nothing(models, images, tmp_path, monkeypatch,
                                                       capsys):
     prototxt, caffemodel, _ = models['v1']
-    monkeypatch.setitem(alexnet.LRN, 'alpha', 1e-4)   # a broken graph must not get weights
+    monkeypatch.setattr(alexnet, 'lrn_arguments', lrn_alpha_not_divided)   # a broken graph must
+    # not get weights
     out = tmp_path / 'w.npz'
     assert cli_main([prototxt, caffemodel, str(out), '--verify', images[0]]) == EXIT_MISMATCH
     captured = capsys.readouterr()

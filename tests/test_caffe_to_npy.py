@@ -33,7 +33,8 @@ def tiny(tmp_path_factory):
 
 
 def _expected_tf(weights):
-    """TF layouts written out directly from DESIGN.md, as an independent statement."""
+    """TF layouts written out directly from the Caffe facts (docs/ARCHITECTURE.md), as an
+    independent statement."""
     out = {}
     for name, (w, b) in weights.items():
         if w.ndim == 4:

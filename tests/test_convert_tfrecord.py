@@ -1,4 +1,5 @@
-"""convert_tfrecord.py on small generated folders: quirks, split, determinism, schema, parsing."""
+"""convert_tfrecord.py (record_writer, records) on small generated folders: quirks, split,
+determinism, schema, parsing."""
 import csv
 import os
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 import alexnet
-import convert_tfrecord as ct
+import record_writer as ct
+import records
 import synthetic_dataset as sd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +20,7 @@ tf1 = tf.compat.v1
 
 
 def read_split_csv(records_dir):
-    with open(os.path.join(records_dir, ct.SPLIT_FILE), newline='', encoding='utf-8') as f:
+    with open(os.path.join(records_dir, records.SPLIT_FILE), newline='', encoding='utf-8') as f:
         reader = csv.reader(f)
         assert next(reader) == ['path', 'label', 'split']
         return [(path, int(label), split) for path, label, split in reader]
@@ -95,12 +97,12 @@ def test_every_readable_image_once_corrupt_reported(quirky):
 def test_splits_disjoint_stratified_and_sized(quirky):
     folder, _, _, out, _ = quirky
     rows = read_split_csv(out)
-    by_split = {split: {path for path, _, s in rows if s == split} for split in ct.SPLITS}
+    by_split = {split: {path for path, _, s in rows if s == split} for split in records.SPLITS}
     assert not (by_split['train'] & by_split['validation'])
     assert not (by_split['train'] & by_split['test'])
     assert not (by_split['validation'] & by_split['test'])
     for label in range(len(folder.classes)):
-        counts = [sum(1 for _, l, s in rows if l == label and s == split) for split in ct.SPLITS]
+        counts = [sum(1 for _, l, s in rows if l == label and s == split) for split in records.SPLITS]
         assert counts == ct.split_counts(folder.count(label), ct.setting.SPLIT_RATIOS)
         assert min(counts) >= 1
 
@@ -112,11 +114,11 @@ def test_exact_80_10_10_for_100_images(tmp_path):
     ct.convert(folder.root, out, ratios=(0.8, 0.1, 0.1), workers=2, progress=False)
     rows = read_split_csv(out)
     for label in (0, 1):
-        assert [sum(1 for _, l, s in rows if l == label and s == split) for split in ct.SPLITS] \
+        assert [sum(1 for _, l, s in rows if l == label and s == split) for split in records.SPLITS] \
             == [80, 10, 10]
-    assert [ct.count_records(out, split) for split in ct.SPLITS] == [160, 20, 20]
-    assert [sum(1 for _ in tf.data.TFRecordDataset(ct.record_files(out, split)))
-            for split in ct.SPLITS] == [160, 20, 20]
+    assert [records.count_records(out, split) for split in records.SPLITS] == [160, 20, 20]
+    assert [sum(1 for _ in tf.data.TFRecordDataset(records.record_files(out, split)))
+            for split in records.SPLITS] == [160, 20, 20]
 
 
 def test_too_small_class_is_an_error_naming_it(tmp_path):
@@ -148,34 +150,34 @@ def test_another_seed_gives_another_split(quirky, tmp_path):
 
 def test_labels_sorted_folder_names(quirky):
     folder, _, _, out, _ = quirky
-    assert ct.read_labels(out) == sorted(folder.classes) == folder.classes
+    assert records.read_labels(out) == sorted(folder.classes) == folder.classes
 
 
 def test_records_match_split_csv_in_order_and_count(quirky):
     folder, _, _, out, _ = quirky
     rows = read_split_csv(out)
-    for split in ct.SPLITS:
+    for split in records.SPLITS:
         expected = [(path, label) for path, label, s in rows if s == split]
-        got = [(path, label) for _, label, path, _ in ct.read_records(out, split)]
+        got = [(path, label) for _, label, path, _ in records.read_records(out, split)]
         assert got == expected
-        assert ct.count_records(out, split) == len(expected)
-        assert all(os.path.basename(f).startswith(split + '-') for f in ct.record_files(out, split))
+        assert records.count_records(out, split) == len(expected)
+        assert all(os.path.basename(f).startswith(split + '-') for f in records.record_files(out, split))
 
 
 def test_count_records_without_split_csv(quirky, tmp_path):
     _, _, _, out, _ = quirky
-    for split in ct.SPLITS:
-        for f in ct.record_files(out, split):
+    for split in records.SPLITS:
+        for f in records.record_files(out, split):
             os.link(f, tmp_path / os.path.basename(f))
-    for split in ct.SPLITS:
-        assert ct.count_records(str(tmp_path), split) == ct.count_records(out, split) > 0
+    for split in records.SPLITS:
+        assert records.count_records(str(tmp_path), split) == records.count_records(out, split) > 0
 
 
 def test_round_trip_is_lossless(quirky):
     folder, _, _, out, _ = quirky
     seen = set()
-    for split in ct.SPLITS:
-        for image, label, path, features in ct.read_records(out, split):
+    for split in records.SPLITS:
+        for image, label, path, features in records.read_records(out, split):
             source = os.path.join(folder.root, *path.split('/'))
             expected = expected_bgr8(source)
             assert image.dtype == np.uint8 and image.shape == expected.shape, path
@@ -221,19 +223,19 @@ def formats(tmp_path_factory):
 def test_every_extension_any_case(formats):
     _, out, conversion, _ = formats
     assert len(conversion.rows) == 9 and not conversion.skipped and not conversion.ignored
-    assert ct.read_labels(out) == ['alpha', 'beta', 'gamma']
+    assert records.read_labels(out) == ['alpha', 'beta', 'gamma']
 
 
 def test_bgr_order_in_records_and_dataset(formats):
     _, out, _, image = formats
     offset, mean = alexnet.CROP_OFFSET, np.float32(alexnet.MEAN_BGR)
     checked = 0
-    for split in ct.SPLITS:
-        for decoded, _, path, _ in ct.read_records(out, split):
+    for split in records.SPLITS:
+        for decoded, _, path, _ in records.read_records(out, split):
             if not path.lower().endswith(('.jpg', '.jpeg')):     # lossy sources aren't exact
                 np.testing.assert_array_equal(decoded, image)
                 checked += 1
-        for preprocessed, _, path in ct.make_dataset(out, split):
+        for preprocessed, _, path in records.make_dataset(out, split):
             if path.numpy().decode().lower().endswith(('.jpg', '.jpeg')):
                 continue
             pixels = preprocessed.numpy() + mean                 # 256x256: crop at offset 14
@@ -248,8 +250,8 @@ def test_bgr_order_in_records_and_dataset(formats):
 def test_dataset_matches_alexnet_preprocess_including_non_256(quirky):
     folder, _, _, out, _ = quirky
     sizes = set()
-    for split in ct.SPLITS:
-        for image, label, path in ct.make_dataset(out, split):
+    for split in records.SPLITS:
+        for image, label, path in records.make_dataset(out, split):
             path = path.numpy().decode()
             source = expected_bgr8(os.path.join(folder.root, *path.split('/')))
             assert image.shape == (alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3)
@@ -264,12 +266,12 @@ def test_dataset_matches_alexnet_preprocess_including_non_256(quirky):
 
 def test_dataset_in_a_tf1_graph_equals_eager(quirky):
     _, _, _, out, _ = quirky
-    eager = [(i.numpy(), int(l), p.numpy()) for i, l, p in ct.make_dataset(out, 'validation')]
+    eager = [(i.numpy(), int(l), p.numpy()) for i, l, p in records.make_dataset(out, 'validation')]
     graph = tf.Graph()
     with graph.as_default():
-        one_shot = tf1.data.make_one_shot_iterator(ct.make_dataset(out, 'validation')).get_next()
+        one_shot = tf1.data.make_one_shot_iterator(records.make_dataset(out, 'validation')).get_next()
         iterator = tf1.data.make_initializable_iterator(
-            ct.make_dataset(out, 'validation').batch(2))
+            records.make_dataset(out, 'validation').batch(2))
         batch = iterator.get_next()
         with tf1.Session() as session:
             for image, label, path in eager:
@@ -291,67 +293,87 @@ def test_dataset_in_a_tf1_graph_equals_eager(quirky):
 
 def test_flip_variant_bits():
     image = np.arange(2 * 3 * 4 * 3, dtype=np.float32).reshape(2, 3, 4, 3)
-    for variant in range(ct.FLIP_VARIANTS):
-        np.testing.assert_array_equal(ct.flip_variant(tf.constant(image[0]), variant).numpy(),
+    for variant in range(records.FLIP_VARIANTS):
+        np.testing.assert_array_equal(records.flip_variant(tf.constant(image[0]), variant).numpy(),
                                       numpy_flip(image[0], variant))
         np.testing.assert_array_equal(     # batches flip every image the same way
-            ct.flip_variant(tf.constant(image), tf.constant(variant)).numpy(),
+            records.flip_variant(tf.constant(image), tf.constant(variant)).numpy(),
             np.stack([numpy_flip(i, variant) for i in image]))
     assert not np.array_equal(numpy_flip(image[0], 1), numpy_flip(image[0], 2))
-    assert ct.AUTOTUNE == tf.data.AUTOTUNE
 
 
-def flip_variants_of(flipped, plain):
+def flip_variants_of(flipped, paths, plain):
+    """The flip variant of each image in `flipped`, found against the plain image of its path."""
     found = []
-    for image, base in zip(flipped, plain):
-        matches = [v for v in range(ct.FLIP_VARIANTS) if np.array_equal(image, numpy_flip(base, v))]
+    for image, path in zip(flipped, paths):
+        base = plain[path]
+        matches = [v for v in range(records.FLIP_VARIANTS)
+                   if np.array_equal(image, numpy_flip(base, v))]
         assert matches, 'a flipped image that is no flip variant'
         found.append(matches[0])
     return found
 
 
-def test_flips_by_epoch_reproducible_in_graph_and_eager(quirky):
+def plain_images(out):
+    return {p.numpy(): i.numpy() for i, _, p in records.make_dataset(out, 'train')}
+
+
+def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
+    """The one flip path: training_dataset's order and flips are a function of the epoch's seed,
+    the same in a tf.compat.v1 graph and eagerly."""
     _, _, _, out, _ = quirky
-    plain = [i.numpy() for i, _, _ in ct.make_dataset(out, 'train')]
+    plain = plain_images(out)
+    count = len(plain)
     graph = tf.Graph()
     with graph.as_default():
-        epoch = tf1.placeholder(tf.int64, [])
+        seed = tf1.placeholder(tf.int64, [])
         iterator = tf1.data.make_initializable_iterator(
-            ct.make_dataset(out, 'train', flip=True, seed=3, epoch=epoch))
+            records.training_dataset(out, count, seed, flip=True))
         element = iterator.get_next()
         per_epoch = []
         with tf1.Session() as session:
-            for e in (0, 1, 0):
-                session.run(iterator.initializer, {epoch: e})
-                per_epoch.append(flip_variants_of(
-                    [session.run(element)[0] for _ in plain], plain))
+            for e in (10, 11, 10):
+                session.run(iterator.initializer, {seed: e})
+                drawn = [session.run(element) for _ in range(count)]
+                paths = [p for _, _, p in drawn]
+                per_epoch.append((paths, flip_variants_of([i for i, _, _ in drawn], paths, plain)))
     assert per_epoch[0] == per_epoch[2] != per_epoch[1]
-    eager = flip_variants_of([i.numpy() for i, _, _ in
-                              ct.make_dataset(out, 'train', flip=True, seed=3, epoch=1)], plain)
-    assert eager == per_epoch[1]
-    assert set(per_epoch[0] + per_epoch[1]) == set(range(ct.FLIP_VARIANTS))
+    assert sorted(per_epoch[0][0]) == sorted(plain)           # every image once
+    eager = list(records.training_dataset(out, count, tf.constant(11, tf.int64), flip=True))
+    paths = [p.numpy() for _, _, p in eager]
+    assert (paths, flip_variants_of([i.numpy() for i, _, _ in eager], paths, plain)) \
+        == per_epoch[1]
+    assert set(per_epoch[0][1] + per_epoch[1][1]) == set(range(records.FLIP_VARIANTS))
+    unflipped = list(records.training_dataset(out, count, tf.constant(11, tf.int64), flip=False))
+    assert [p.numpy() for _, _, p in unflipped] == paths       # the order ignores the flips
+    assert all(np.array_equal(i.numpy(), plain[p.numpy()]) for i, _, p in unflipped)
 
 
-def test_flips_without_epoch_redraw_every_pass(quirky):
+def test_cache_order_draws_what_the_full_graph_draws(quirky):
+    """training_order (the feature cache's) gives training_dataset's images and flip variants."""
     _, _, _, out, _ = quirky
-    plain = [i.numpy() for i, _, _ in ct.make_dataset(out, 'train')]
-    dataset = ct.make_dataset(out, 'train', flip=True, seed=5)
-    passes = [flip_variants_of([i.numpy() for i, _, _ in dataset], plain) for _ in range(2)]
-    assert passes[0] != passes[1]
-    again = ct.make_dataset(out, 'train', flip=True, seed=5)
-    assert flip_variants_of([i.numpy() for i, _, _ in again], plain) == passes[0]
+    plain = plain_images(out)
+    split_paths = list(plain)                      # split.csv's order: record index -> path
+    seed = tf.constant(7, tf.int64)
+    full = list(records.training_dataset(out, len(plain), seed, flip=True))
+    paths = [p.numpy() for _, _, p in full]
+    variants = flip_variants_of([i.numpy() for i, _, _ in full], paths, plain)
+    (positions, drawn), indices = next(iter(records.training_order(len(plain), seed, flip=True)))
+    by_position = sorted(zip(positions.numpy(), indices.numpy(), drawn.numpy()))
+    assert [split_paths[index] for _, index, _ in by_position] == paths
+    assert [int(variant) for _, _, variant in by_position] == variants
 
 
 # --- reading errors ------------------------------------------------------------------------------
 
 def test_reading_a_missing_conversion_names_the_command(tmp_path):
-    with pytest.raises(ct.ConvertError, match='python convert_tfrecord.py'):
-        ct.read_labels(str(tmp_path))
-    with pytest.raises(ct.ConvertError, match=r'no validation\*\.tfrecord in .*: run python '
+    with pytest.raises(records.RecordsError, match='python convert_tfrecord.py'):
+        records.read_labels(str(tmp_path))
+    with pytest.raises(records.RecordsError, match=r'no validation\*\.tfrecord in .*: run python '
                                               r'convert_tfrecord.py --data-dir .* --output-dir'):
-        ct.record_files(str(tmp_path), 'validation')
+        records.record_files(str(tmp_path), 'validation')
     with pytest.raises(ValueError, match='unknown split'):
-        ct.record_files(str(tmp_path), 'training')
+        records.record_files(str(tmp_path), 'training')
 
 
 # --- atomic writing, overwrite, strict -----------------------------------------------------------
@@ -426,12 +448,12 @@ def test_cli_converts_and_reports(quirky, tmp_path):
     assert folder.corrupt[0] in result.stdout and 'skipped 1 ' in result.stdout
     rows = read_split_csv(out)
     total = [line.split() for line in lines if line.startswith('total ')][0]
-    assert total[1:] == ([str(sum(1 for r in rows if r[2] == s)) for s in ct.SPLITS]
+    assert total[1:] == ([str(sum(1 for r in rows if r[2] == s)) for s in records.SPLITS]
                          + [str(len(rows))])
     for label, name in enumerate(folder.classes):
         row = [line.split() for line in lines if line.split()[:1] == [name]][0]
         assert row[1:] == [str(sum(1 for r in rows if r[1] == label and r[2] == s))
-                           for s in ct.SPLITS] + [str(folder.count(label))]
+                           for s in records.SPLITS] + [str(folder.count(label))]
 
 
 def _bad_inputs(tmp):

@@ -6,6 +6,7 @@ import pytest
 
 import feature_cache
 import fineturn
+import training
 
 
 def batches(features, labels, paths, size=3):
@@ -77,5 +78,5 @@ def test_remove_stale_keeps_current_keys(tmp_path):
     (['--no-cache'], False, '--no-cache'),
 ])
 def test_cache_decision_follows_the_lowest_trained_layer(flags, on, says):
-    used, why = fineturn.cache_decision(fineturn.parse_args(flags))
+    used, why = training.cache_decision(fineturn.settings_from(fineturn.parse_args(flags)))
     assert used is on and says in why

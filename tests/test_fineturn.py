@@ -13,7 +13,10 @@ import tensorflow as tf
 
 import alexnet
 import fineturn
+import records
 import report
+import rundir
+import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONV = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
@@ -49,10 +52,10 @@ def test_run_outputs_and_accuracy(trained, tiny_records):
         assert os.path.getsize(os.path.join(trained, name)) > 0, name
     rows = read_csv(os.path.join(trained, 'metrics.csv'))
     assert [int(r['epoch']) for r in rows] == [1, 2, 3]
-    assert list(rows[0]) == list(fineturn.METRICS_HEADER)
+    assert list(rows[0]) == list(rundir.METRICS_HEADER)
     for epoch in (1, 2, 3):
-        assert fineturn.has_checkpoint(trained, epoch)
-        assert os.path.getsize(fineturn.checkpoint_path(trained, epoch) + '.meta') < 1 << 20
+        assert rundir.has_checkpoint(trained, epoch)
+        assert os.path.getsize(rundir.checkpoint_path(trained, epoch) + '.meta') < 1 << 20
     # lr decays once per epoch
     rates = [float(r['learning_rate']) for r in rows]
     assert rates[1] == pytest.approx(rates[0] * 0.99, rel=1e-4)
@@ -61,7 +64,7 @@ def test_run_outputs_and_accuracy(trained, tiny_records):
     assert result['accuracy'] >= 0.6 > 2 * chance
     best = json.load(open(os.path.join(trained, 'best.json')))
     assert best['checkpoint'] == 'model.ckpt-%d' % best['epoch']
-    assert best['epoch'] == int(fineturn.best_epoch(rows)['epoch'])
+    assert best['epoch'] == int(rundir.best_epoch(rows)['epoch'])
 
 
 def test_report_agrees_with_predictions(trained, tiny_records):
@@ -87,7 +90,7 @@ def test_report_agrees_with_predictions(trained, tiny_records):
 
 def test_frozen_layers_bit_identical_and_trained_layers_moved(trained, alexnet_npz, tiny_records):
     weights = alexnet.read_weights(alexnet_npz)
-    reader = tf.train.load_checkpoint(fineturn.checkpoint_path(trained, 3))
+    reader = tf.train.load_checkpoint(rundir.checkpoint_path(trained, 3))
     for layer in CONV:
         for kind in ('weights', 'biases'):
             assert np.array_equal(reader.get_tensor('%s/%s' % (layer, kind)),
@@ -138,10 +141,10 @@ def test_shuffle_order_is_the_same_for_records_and_bare_indices():
     with graph.as_default():
         tf.compat.v1.set_random_seed(3)
         seed = tf.compat.v1.placeholder(tf.int64, [])
-        bare = fineturn.shuffle_with_variants(tf.data.Dataset.range(50), 50, seed, True)
-        records = tf.data.Dataset.zip((tf.data.Dataset.range(50),
+        bare = records.shuffle_with_variants(tf.data.Dataset.range(50), 50, seed, True)
+        indexed = tf.data.Dataset.zip((tf.data.Dataset.range(50),
                                        tf.data.Dataset.range(50).map(tf.strings.as_string)))
-        paired = fineturn.shuffle_with_variants(records, 50, seed, True)
+        paired = records.shuffle_with_variants(indexed, 50, seed, True)
         iterators = [tf.compat.v1.data.make_initializable_iterator(d.batch(50))
                      for d in (bare, paired)]
         with tf.compat.v1.Session() as session:
@@ -162,8 +165,9 @@ def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_
     """Every dataset the shared iterator is initialised from has tf.data autotuning off (with it
     on, switching the iterator from training to validation stalls at random for tens of seconds)."""
     from tensorflow.core.framework import dataset_options_pb2
-    args = fineturn.parse_args([str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)])
-    model = fineturn.Model(args, 5, 20, cached)
+    settings = fineturn.settings_from(fineturn.parse_args(
+        [str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)]))
+    model = training.TrainingGraph(settings, 5, 20, cached)
     makers = [op for op in model.graph.get_operations() if op.type == 'MakeIterator']
     assert len(makers) == (7 if cached else 3)     # train, validation, test (+ 3 extraction, order)
     for op in makers:
@@ -187,7 +191,7 @@ def test_ctrl_c_then_kill_9_then_resume(tiny_records, alexnet_npz, tmp_path):
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 240
-        while not fineturn.has_checkpoint(run_dir, epoch) and time.time() < deadline:
+        while not rundir.has_checkpoint(run_dir, epoch) and time.time() < deadline:
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.1)
         return process
@@ -197,13 +201,13 @@ def test_ctrl_c_then_kill_9_then_resume(tiny_records, alexnet_npz, tmp_path):
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 130, output
     assert 'Rerun the same command' in output and 'Traceback' not in output
-    stopped = len(fineturn.completed_epochs(str(run_dir)))
+    stopped = len(rundir.completed_epochs(str(run_dir)))
     assert 1 <= stopped < 4
 
     process = start_and_wait_for_epoch(stopped + 1)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    done = fineturn.completed_epochs(str(run_dir))
+    done = rundir.completed_epochs(str(run_dir))
     assert stopped + 1 <= len(done) + 1     # the newest epoch may lack its row: it reruns
 
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -221,7 +225,7 @@ def test_resume_redoes_an_epoch_whose_row_was_not_written(trained, tiny_records,
     run_dir = tmp_path / 'copy'
     shutil.copytree(trained, run_dir)
     rows = read_csv(run_dir / 'metrics.csv')[:2]
-    fineturn.write_metrics(str(run_dir), rows)
+    rundir.write_metrics(str(run_dir), rows)
     code, out = run(base_args(tiny_records, alexnet_npz, run_dir), capsys)
     assert code == 0, out.err
     assert 'resuming' in out.out and 'after epoch 2' in out.out
@@ -230,7 +234,7 @@ def test_resume_redoes_an_epoch_whose_row_was_not_written(trained, tiny_records,
 
 def test_evaluate_any_checkpoint(trained, tiny_records, alexnet_npz, capsys):
     code, out = run(base_args(tiny_records, alexnet_npz, trained) +
-                    ['--evaluate', fineturn.checkpoint_path(trained, 1) + '.index'], capsys)
+                    ['--evaluate', rundir.checkpoint_path(trained, 1) + '.index'], capsys)
     assert code == 0, out.err
     out_dir = os.path.join(trained, 'evaluate-model.ckpt-1')
     result = json.load(open(os.path.join(out_dir, 'test_report.json')))
@@ -265,12 +269,12 @@ def test_resume_with_pruned_checkpoints(trained, tiny_records, alexnet_npz, tmp_
     run_dir = tmp_path / 'pruned'
     shutil.copytree(trained, run_dir)
     rows = read_csv(run_dir / 'metrics.csv')
-    fineturn.prune_checkpoints(str(run_dir), rows, keep=1)
-    kept = {epoch for epoch in (1, 2, 3) if fineturn.has_checkpoint(run_dir, epoch)}
-    assert kept == {3, int(fineturn.best_epoch(rows)['epoch'])}
+    rundir.prune_checkpoints(str(run_dir), rows, keep=1)
+    kept = {epoch for epoch in (1, 2, 3) if rundir.has_checkpoint(run_dir, epoch)}
+    assert kept == {3, int(rundir.best_epoch(rows)['epoch'])}
     code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 4, '--keep-checkpoints', 1),
                     capsys)
     assert code == 0, out.err
     assert 'resuming' in out.out and 'after epoch 3' in out.out
     assert [int(r['epoch']) for r in read_csv(run_dir / 'metrics.csv')] == [1, 2, 3, 4]
-    assert fineturn.has_checkpoint(run_dir, 4)
+    assert rundir.has_checkpoint(run_dir, 4)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import alexnet
+import netspec
 import validate_alexnet_on_imagenet as validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,8 @@ def random_weights(num_classes=alexnet.NUM_IMAGENET_CLASSES, seed=0):
     """{layer: {'weights', 'biases'}}: He-scaled normals, conv1 also divided by the pixel scale."""
     rng = np.random.default_rng(seed)
     weights = {}
-    for layer, (w_shape, b_shape) in alexnet.weight_shapes(num_classes).items():
+    for layer, (w_shape, b_shape) in netspec.BVLC_ALEXNET.with_classes(
+            num_classes).weight_shapes().items():
         std = np.sqrt(2.0 / np.prod(w_shape[:-1])) / (16.0 if layer == 'conv1' else 1.0)
         weights[layer] = {'weights': rng.standard_normal(w_shape, np.float32) * np.float32(std),
                           'biases': rng.standard_normal(b_shape, np.float32) * np.float32(0.1)}

@@ -1,0 +1,65 @@
+"""`python fineturn.py --evaluate CHECKPOINT`: the test report of any checkpoint.
+
+Builds only what evaluating needs: the test split's input pipeline and the classifier, through
+the full graph. The report goes next to the checkpoint, in evaluate-<checkpoint>/.
+"""
+import os
+
+import tensorflow as tf
+
+import graph
+import netspec
+import records
+import report
+import rundir
+from rundir import RunError
+
+tf1 = tf.compat.v1
+
+
+def write_test_report(out_dir, classes, result, checkpoint):
+    """report.write_report for a graph.Evaluation of the test split of `checkpoint`."""
+    return report.write_report(out_dir, classes, result.paths, result.labels,
+                               result.probabilities, os.path.relpath(checkpoint, out_dir))
+
+
+def checkpoint_classes(prefix):
+    """The number of classes of a checkpoint's last layer (None if it has none)."""
+    shape = tf.train.load_checkpoint(prefix).get_variable_to_shape_map().get('fc8/biases')
+    return shape[0] if shape else None
+
+
+def evaluate_checkpoint(data_dir, checkpoint):
+    """Write the test report of `checkpoint` (a prefix, one of its files, or a run dir); return
+    the report."""
+    prefix = rundir.checkpoint_prefix(checkpoint)
+    classes = records.read_labels(data_dir)
+    found = checkpoint_classes(prefix)
+    if found != len(classes):
+        raise RunError('%s has %s classes in fc8 but labels.txt in %s has %d'
+                       % (prefix, found or 'no', data_dir, len(classes)))
+    out_dir = os.path.join(os.path.dirname(prefix), 'evaluate-' + os.path.basename(prefix))
+    structure = netspec.BVLC_ALEXNET.with_classes(len(classes))
+    test_graph = tf1.Graph()
+    with test_graph.as_default():
+        dataset = records.without_autotune(
+            records.make_dataset(data_dir, 'test').batch(graph.EVAL_BATCH).prefetch(2))
+        iterator = tf1.data.make_initializable_iterator(dataset)
+        images, labels, paths = iterator.get_next()
+        logits, probabilities = graph.classifier(images, structure)
+        scores = graph.scores(logits, labels)
+        saver = tf1.train.Saver()
+        test_graph.finalize()
+        with tf1.Session() as session:
+            saver.restore(session, prefix)
+            session.run(iterator.initializer)
+            result = graph.summarize(graph.batches(
+                session, [scores.loss_sum, scores.correct, probabilities, labels, paths]))
+    if result is None:
+        raise RunError('no test images in %s' % data_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    written = write_test_report(out_dir, classes, result, prefix)
+    print(' * %s  test Acc@1 %.4f (%d/%d)  report: %s'
+          % (prefix, written['accuracy'], written['correct'], written['total'],
+             os.path.join(out_dir, 'test_report.md')), flush=True)
+    return written

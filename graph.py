@@ -1,0 +1,113 @@
+"""Builders of the tf.compat.v1 graph: the classifier on any input tensor, its scores, SGD.
+
+Each mode builds only what it uses: training (training.py) the input pipelines, the classifier,
+the scores and the SGD step; --evaluate (evaluation.py) the test pipeline, the classifier and the
+scores. The classifier takes the network's structure (a netspec.Structure, a small dataclass),
+never the command line's settings, and any tensor as input: an iterator's batch, a placeholder.
+"""
+import collections
+import dataclasses
+import math
+
+import numpy as np
+import tensorflow as tf
+
+import alexnet
+import netspec
+
+tf1 = tf.compat.v1
+
+EVAL_BATCH = 64      # images per evaluation batch; a multiple of records.FLIP_VARIANTS
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """The optimiser's settings."""
+    train_layers: tuple
+    learning_rate: float
+    lr_decay: float          # learning rate factor applied once per epoch
+    weight_decay: float      # L2 on the trained layers' weights
+
+
+Scores = collections.namedtuple('Scores', 'loss_sum correct count mean_loss')
+Evaluation = collections.namedtuple('Evaluation', 'loss accuracy probabilities labels paths')
+
+
+def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None):
+    """The network from layer `start` (default: its first) on `inputs` -> (logits, probabilities)."""
+    logits, end_points = alexnet.build(inputs, keep_prob=keep_prob, start=start,
+                                       structure=structure)
+    return logits, end_points['prob']
+
+
+def features(images, structure, stop):
+    """The layers below `stop` on preprocessed `images`: what the feature cache stores."""
+    return alexnet.build(images, stop=stop, structure=structure)[0]
+
+
+def scores(logits, labels):
+    """Summed cross-entropy, correct predictions and count of a batch, and the mean loss."""
+    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, 1), labels), tf.int64))
+    return Scores(tf.reduce_sum(xent), correct, tf.size(labels), tf.reduce_mean(xent))
+
+
+def sgd_step(loss, weights, biases, learning_rate, weight_decay, global_step, largest_rate):
+    """Plain SGD on loss + weight_decay * sum(w**2)/2 over `weights`; biases are not decayed.
+
+    The head step is bound by memory traffic over the 218 MB of fc6/fc7 weights, so the L2 term
+    is folded into the update instead of differentiated: TF would otherwise add a pass for its
+    gradient (wd * w) and three for adding it to the data gradient. SGD's w - lr (g + wd w) is
+    (1 - lr wd) w - lr g, which TF's proximal step (w - a g) / (1 + a l2) computes in place with
+    a = lr / (1 - lr wd) and l2 = wd: the same number, to float rounding. That needs
+    lr wd < 1 (`largest_rate`: the learning rate's largest value); otherwise, a setting no one
+    trains with, the L2 gradient is added explicitly."""
+    gradients = tf.gradients(loss, weights + biases)
+    weight_gradients = list(zip(gradients[:len(weights)], weights))
+    plain = tf1.train.GradientDescentOptimizer(learning_rate)
+    if weight_decay and largest_rate * weight_decay < 1:
+        updates = [tf1.train.ProximalGradientDescentOptimizer(
+            learning_rate / (1 - learning_rate * weight_decay),
+            l2_regularization_strength=weight_decay).apply_gradients(weight_gradients)]
+    else:
+        updates = [plain.apply_gradients([(g + weight_decay * w, w) if weight_decay else (g, w)
+                                          for g, w in weight_gradients])]
+    updates.append(plain.apply_gradients(list(zip(gradients[len(weights):], biases))))
+    with tf.control_dependencies(updates):   # learning_rate reads the step: count it after
+        return tf1.assign_add(global_step, 1).op
+
+
+def train_op(mean_loss, recipe, steps_per_epoch, graph):
+    """(train op, learning rate tensor) of `recipe` for the variables of `graph`; the learning rate
+    decays once per epoch of `steps_per_epoch` steps."""
+    global_step = tf1.train.get_or_create_global_step()
+    learning_rate = tf1.train.exponential_decay(recipe.learning_rate, global_step,
+                                                steps_per_epoch, recipe.lr_decay, staircase=True)
+    variables = alexnet.graph_layers(graph)
+    step = sgd_step(mean_loss, [variables[layer]['weights'] for layer in recipe.train_layers],
+                    [variables[layer]['biases'] for layer in recipe.train_layers], learning_rate,
+                    recipe.weight_decay, global_step,
+                    largest_rate=recipe.learning_rate if recipe.lr_decay <= 1 else math.inf)
+    return step, learning_rate
+
+
+def batches(session, fetches, feed=None):
+    """Run `fetches` until the initialised iterator behind them runs out; the list of results."""
+    results = []
+    while True:
+        try:
+            results.append(session.run(fetches, feed))
+        except tf.errors.OutOfRangeError:
+            return results
+
+
+def summarize(results):
+    """Evaluation of (loss sum, correct, probabilities, labels, paths) batches, or None if there
+    were no images."""
+    total = sum(len(r[3]) for r in results)
+    if total == 0:
+        return None
+    paths = [p.decode() if isinstance(p, bytes) else str(p) for r in results for p in r[4]]
+    return Evaluation(sum(r[0] for r in results) / total, sum(r[1] for r in results) / total,
+                      np.concatenate([r[2] for r in results]),
+                      np.concatenate([r[3] for r in results]), paths)

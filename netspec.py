@@ -1,0 +1,204 @@
+"""The network's structure, described once: what alexnet.py builds, what caffe_to_npy.synthetic
+writes as a deploy.prototxt, and the shape rules the converter applies to any prototxt.
+
+A Structure is an input size and eight layers, conv1-conv5 then fc6-fc8. Each layer carries its
+Caffe parameters (outputs, kernel, stride, pad, group) and what follows it, in order: ReLU, LRN,
+max pooling and dropout, with Caffe's own parameters (an LRN's alpha is the prototxt's, before
+Caffe divides it by local_size). bvlc_alexnet normalises, then pools; CaffeNet and the Places
+AlexNets pool, then normalise. The structure is plain data and round-trips through JSON.
+
+No TensorFlow and no numpy here: the converter, the run dir's checks and the command lines read it
+before TensorFlow loads.
+"""
+import dataclasses
+import json
+
+# --- Caffe's shape rules ------------------------------------------------------------------------
+
+def conv_output(size, kernel, stride=1, pad=0, dilation=1):
+    """Caffe's convolution output side (rounds down)."""
+    return (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
+
+
+def pool_output(size, kernel, stride=1, pad=0, ceil_mode=True):
+    """Caffe's pooling output side: rounds up by default, and with padding the last window must
+    start inside the image."""
+    span = size + 2 * pad - kernel
+    count = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if pad and (count - 1) * stride >= size + pad:
+        count -= 1
+    return count
+
+
+# --- what follows a layer -----------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class ReLU:
+    kind = 'relu'
+
+
+@dataclasses.dataclass(frozen=True)
+class LRN:
+    """Caffe's LRN across channels, with the prototxt's parameters."""
+    local_size: int = 5
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+    kind = 'lrn'
+
+
+@dataclasses.dataclass(frozen=True)
+class MaxPool:
+    kernel: int = 3
+    stride: int = 2
+    kind = 'pool'
+
+
+@dataclasses.dataclass(frozen=True)
+class Dropout:
+    """Dropout of the layer's output while training (`ratio` = 1 - keep probability in Caffe;
+    the training run's keep probability is its own setting)."""
+    ratio: float = 0.5
+    kind = 'dropout'
+
+
+OPS = {op.kind: op for op in (ReLU, LRN, MaxPool, Dropout)}
+BLOB_PREFIX = {'lrn': 'norm', 'pool': 'pool'}   # Caffe's top names: norm1, pool1, ..., pool5
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+    name: str
+    kind: str                 # 'conv' or 'fc'
+    outputs: int              # filters or units; fc8's is the number of classes
+    kernel: int = 1
+    stride: int = 1
+    pad: int = 0
+    group: int = 1
+    ops: tuple = ()           # what follows the layer, in order
+
+    def blobs(self):
+        """Names of the blobs this layer ends with: its own (ReLU works in place), then one per
+        LRN or pooling op, numbered like the layer (conv1 -> norm1, pool1)."""
+        number = self.name[len(self.name.rstrip('0123456789')):]
+        return [self.name] + [BLOB_PREFIX[op.kind] + number for op in self.ops
+                              if op.kind in BLOB_PREFIX]
+
+
+class StructureError(ValueError):
+    """A structure that is not a network of the AlexNet family, or a malformed description."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Structure:
+    layers: tuple
+    input_size: int = 227
+    input_channels: int = 3
+
+    # -- names ---------------------------------------------------------------------------------
+    @property
+    def names(self):
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def num_classes(self):
+        return self.layers[-1].outputs
+
+    def layer(self, name):
+        """The layer called `name`, or a ValueError that lists the layers."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError('unknown layer %r: the network has %s' % (name, ', '.join(self.names)))
+
+    def index(self, name):
+        return self.layers.index(self.layer(name))
+
+    def with_classes(self, num_classes):
+        """The same network with `num_classes` outputs in its last layer."""
+        last = dataclasses.replace(self.layers[-1], outputs=int(num_classes))
+        return dataclasses.replace(self, layers=self.layers[:-1] + (last,))
+
+    # -- shapes --------------------------------------------------------------------------------
+    def walk(self):
+        """[(layer, input shape without batch, TF weights shape, TF biases shape)] in order.
+
+        Spatial inputs are (side, side, channels), NHWC; an fc layer after a spatial one takes the
+        flattened input. Conv weights are HWIO per group, fc weights (in, out).
+        """
+        side, channels, rows = self.input_size, self.input_channels, []
+        for layer in self.layers:
+            if layer.kind == 'conv':
+                rows.append((layer, (side, side, channels),
+                             (layer.kernel, layer.kernel, channels // layer.group, layer.outputs),
+                             (layer.outputs,)))
+                side = conv_output(side, layer.kernel, layer.stride, layer.pad)
+            else:
+                shape = (side, side, channels) if side > 1 else (channels,)
+                rows.append((layer, shape, (side * side * channels, layer.outputs),
+                             (layer.outputs,)))
+                side = 1
+            channels = layer.outputs
+            for op in layer.ops:
+                if op.kind == 'pool':
+                    side = pool_output(side, op.kernel, op.stride)
+        return rows
+
+    def weight_shapes(self):
+        """{layer: (weights shape, biases shape)} in TF layouts."""
+        return {layer.name: (w, b) for layer, _, w, b in self.walk()}
+
+    def boundary(self, name):
+        """Name of the blob that feeds layer `name` ('data' for the first layer)."""
+        index = self.index(name)
+        return 'data' if index == 0 else self.layers[index - 1].blobs()[-1]
+
+    def boundary_shape(self, name):
+        """Shape (without batch) of the tensor that feeds layer `name`, e.g. (6, 6, 256) for fc6."""
+        self.layer(name)
+        return {layer.name: shape for layer, shape, _, _ in self.walk()}[name]
+
+    # -- JSON ----------------------------------------------------------------------------------
+    def to_json(self):
+        return json.dumps({
+            'input_size': self.input_size, 'input_channels': self.input_channels,
+            'layers': [dict({key: value for key, value in dataclasses.asdict(layer).items()
+                             if key != 'ops'},
+                            ops=[dict(dataclasses.asdict(op), op=op.kind) for op in layer.ops])
+                       for layer in self.layers]}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text):
+        try:
+            data = json.loads(text)
+            layers = []
+            for entry in data['layers']:
+                entry = dict(entry)
+                ops = tuple(OPS[op.pop('op')](**op) for op in (dict(o) for o in entry.pop('ops')))
+                layers.append(Layer(ops=ops, **entry))
+            return cls(tuple(layers), int(data['input_size']), int(data['input_channels']))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StructureError('not a network structure (%s: %s)'
+                                 % (type(error).__name__, error)) from None
+
+
+def _conv(name, outputs, kernel, stride=1, pad=0, group=1, ops=(ReLU(),)):
+    return Layer(name, 'conv', outputs, kernel, stride, pad, group, tuple(ops))
+
+
+def _fc(name, outputs, ops=(ReLU(), Dropout())):
+    return Layer(name, 'fc', outputs, ops=tuple(ops))
+
+
+# bvlc_alexnet's deploy.prototxt (models/bvlc_alexnet in BVLC/caffe)
+BVLC_ALEXNET = Structure((
+    _conv('conv1', 96, 11, stride=4, ops=(ReLU(), LRN(), MaxPool())),
+    _conv('conv2', 256, 5, pad=2, group=2, ops=(ReLU(), LRN(), MaxPool())),
+    _conv('conv3', 384, 3, pad=1),
+    _conv('conv4', 384, 3, pad=1, group=2),
+    _conv('conv5', 256, 3, pad=1, group=2, ops=(ReLU(), MaxPool())),
+    _fc('fc6', 4096),
+    _fc('fc7', 4096),
+    _fc('fc8', 1000, ops=()),
+))
+LAYER_NAMES = BVLC_ALEXNET.names

@@ -1,0 +1,220 @@
+"""The TFRecords that convert_tfrecord.py writes, read back as input pipelines; and the flips.
+
+Layout of a converted folder (the converter writes it, everything else reads it):
+  train-00000-of-00002.tfrecord ...   one tf.train.Example per image, in split.csv's order
+  validation-*.tfrecord, test-*.tfrecord
+  labels.txt                          line i = name of label i
+  split.csv                           path,label,split (path relative to the image folder)
+
+Record schema (FEATURES):
+  image/encoded      bytes   PNG, lossless; decodes to exactly the 8-bit BGR pixels converted
+  image/format       bytes   b'png'
+  image/class/label  int64   index into labels.txt
+  image/height       int64
+  image/width        int64
+  image/path         bytes   path relative to the image folder, so any prediction traces back
+PNG stores RGB: cv2.imencode swaps BGR -> RGB on the way in, and decode_bgr swaps back.
+
+Preprocessing is alexnet.preprocess_tensor, Caffe's recipe: every image, whatever its size, is
+resized to 256x256 (bilinear, like cv2.INTER_LINEAR) and centre-cropped to 227x227, BGR, mean
+subtracted. 256x256 images pass the resize unchanged; UC Merced's 44 others (sides 242..257) are
+squeezed or stretched by at most ~6 %, and training, validation and test see the same geometry.
+
+Flips (the only augmentation): one of FLIP_VARIANTS per training image and epoch, bit 0 a
+left/right flip, bit 1 up/down. shuffle_with_variants draws the epoch's order and each position's
+variant from the epoch's seed, statelessly; the full graph flips the decoded images
+(training_dataset), the feature cache stores every variant of every image (variants_dataset) and
+picks the drawn one (training_order). One draw, two consumers: both train on the same batches.
+"""
+import csv
+import glob
+import os
+
+import tensorflow as tf
+
+import alexnet
+from errors import UserError
+
+SPLITS = ('train', 'validation', 'test')
+LABELS_FILE = 'labels.txt'
+SPLIT_FILE = 'split.csv'
+SPLIT_HEADER = ('path', 'label', 'split')
+CONVERT_COMMAND = 'python convert_tfrecord.py --data-dir IMAGES --output-dir %s'
+FEATURES = {    # feature name -> type, as in tf.io.FixedLenFeature
+    'image/encoded': tf.string,
+    'image/format': tf.string,
+    'image/class/label': tf.int64,
+    'image/height': tf.int64,
+    'image/width': tf.int64,
+    'image/path': tf.string,
+}
+FLIP_VARIANTS = 4                 # bit 0: left/right flip, bit 1: up/down flip
+SHUFFLE_BUFFER = 10000            # records held for shuffling: a full shuffle up to this many
+
+
+class RecordsError(UserError):
+    """Missing or unusable records; the message names the fix."""
+
+
+# --- the folder ----------------------------------------------------------------------------------
+
+def read_labels(records_dir):
+    """labels.txt -> [class name of label 0, 1, ...]."""
+    path = os.path.join(records_dir, LABELS_FILE)
+    if not os.path.isfile(path):
+        raise RecordsError('no %s in %s: run %s' % (LABELS_FILE, records_dir,
+                                                    CONVERT_COMMAND % records_dir))
+    with open(path, encoding='utf-8') as f:
+        return [line.rstrip('\r\n') for line in f if line.rstrip('\r\n')]
+
+
+def _check_split(split):
+    if split not in SPLITS:
+        raise ValueError('unknown split %r: one of %s' % (split, ', '.join(SPLITS)))
+
+
+def record_files(records_dir, split):
+    """Sorted record files of a split (their concatenation is split.csv's order)."""
+    _check_split(split)
+    files = sorted(glob.glob(os.path.join(glob.escape(records_dir), split + '*.tfrecord')))
+    if not files:
+        raise RecordsError('no %s*.tfrecord in %s: run %s' % (split, records_dir,
+                                                              CONVERT_COMMAND % records_dir))
+    return files
+
+
+def count_records(records_dir, split):
+    """Number of records in a split: from split.csv, else by reading the records."""
+    files = record_files(records_dir, split)
+    path = os.path.join(records_dir, SPLIT_FILE)
+    if os.path.isfile(path):
+        with open(path, encoding='utf-8', newline='') as f:
+            return sum(1 for row in csv.DictReader(f) if row['split'] == split)
+    return sum(1 for file in files for _ in tf.compat.v1.io.tf_record_iterator(file))
+
+
+def read_inputs(records_dir):
+    """(class names, {split: image count}) of a converted folder; every split must hold images."""
+    classes = read_labels(records_dir)
+    counts = {split: count_records(records_dir, split) for split in SPLITS}
+    for split, count in counts.items():
+        if count == 0:
+            raise RecordsError('the %s split in %s is empty: rerun python convert_tfrecord.py with '
+                               'other --ratios' % (split, records_dir))
+    return classes, counts
+
+
+# --- one record ----------------------------------------------------------------------------------
+
+def parse_example(serialized):
+    """A serialized record -> {feature name: tensor} (FEATURES)."""
+    return tf.io.parse_single_example(serialized, {
+        name: tf.io.FixedLenFeature([], dtype) for name, dtype in FEATURES.items()})
+
+
+def decode_bgr(encoded):
+    """PNG bytes tensor -> uint8 [H, W, 3] BGR tensor (PNG holds RGB)."""
+    return tf.reverse(tf.io.decode_png(encoded, channels=3), axis=[-1])
+
+
+def decode_example(serialized):
+    """A serialized record -> (preprocessed image, label, path), the model's input."""
+    features = parse_example(serialized)
+    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']))
+    return image, features['image/class/label'], features['image/path']
+
+
+def read_records(records_dir, split):
+    """Eagerly yield (uint8 BGR numpy image, label, path, features dict) of a split's records."""
+    for serialized in tf.data.TFRecordDataset(record_files(records_dir, split)):
+        features = parse_example(serialized)
+        yield (decode_bgr(features['image/encoded']).numpy(),
+               int(features['image/class/label']), features['image/path'].numpy().decode('utf-8'),
+               features)
+
+
+# --- flips ---------------------------------------------------------------------------------------
+
+def flip_variant(image, variant):
+    """Flip one of FLIP_VARIANTS ways: bit 0 of `variant` left/right, bit 1 up/down.
+
+    Works on one image [H, W, C] or a batch [N, H, W, C]; `variant` is an int32 scalar (tensor).
+    """
+    variant = tf.convert_to_tensor(variant, tf.int32)
+    image = tf.cond(tf.equal(tf.bitwise.bitwise_and(variant, 1), 1),
+                    lambda: tf.reverse(image, axis=[-2]), lambda: tf.identity(image))
+    return tf.cond(tf.equal(tf.bitwise.bitwise_and(variant, 2), 2),
+                   lambda: tf.reverse(image, axis=[-3]), lambda: tf.identity(image))
+
+
+def random_variant(seed_pair, position):
+    """The flip variant of the element at `position` of a pass seeded by `seed_pair` (two int64):
+    uniform in [0, FLIP_VARIANTS), stateless, so a rerun or a feature cache draws the same."""
+    seed = tf.random.experimental.stateless_fold_in(seed_pair, position)
+    return tf.random.stateless_uniform([], seed, 0, FLIP_VARIANTS, tf.int32)
+
+
+def shuffle_with_variants(dataset, count, seed, flip):
+    """((position, variant), element) for each element of `dataset`, shuffled by `seed` (an int64
+    scalar tensor: the epoch's seed); variant 0 (no flip) without `flip`."""
+    shuffled = dataset.shuffle(min(count, SHUFFLE_BUFFER), seed=seed,
+                               reshuffle_each_iteration=False).enumerate()
+
+    def variant(position, element):
+        if not flip:
+            return (position, tf.constant(0, tf.int32)), element
+        pair = tf.stack([seed, tf.constant(0, tf.int64)])
+        return (position, random_variant(pair, position)), element
+    return shuffled.map(variant)
+
+
+# --- input pipelines -----------------------------------------------------------------------------
+
+def without_autotune(dataset):
+    """`dataset` with tf.data's autotuning off: parallel maps run at a fixed, default parallelism.
+
+    The training graph re-initialises one iterator from the training pipeline to validation every
+    epoch, and with autotuning on that switch sometimes sat idle, every thread asleep, for tens
+    of seconds (the README's Results give the measurements). Off, it doesn't, and the pipeline
+    still outpaces the model many times over."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def make_dataset(records_dir, split):
+    """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
+    [227, 227, 3] preprocessed, label int64, path string. Decoding runs in a parallel map that
+    keeps the order; the caller batches."""
+    return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
+        decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def training_dataset(records_dir, count, seed, flip):
+    """The training split for one epoch: shuffled by `seed` (an int64 scalar tensor), each image
+    in the flip variant drawn for its position (shuffle_with_variants)."""
+    records = tf.data.TFRecordDataset(record_files(records_dir, 'train'))
+    indexed = tf.data.Dataset.zip((tf.data.Dataset.range(count), records))
+
+    def decode(position_variant, index_record):
+        image, label, path = decode_example(index_record[1])
+        return flip_variant(image, position_variant[1]), label, path
+    return shuffle_with_variants(indexed, count, seed, flip).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def training_order(count, seed, flip):
+    """The same epoch's draw on bare indices: ((positions, variants), indices) in one batch, for
+    the feature cache (element i of the epoch is image indices[j], variant variants[j], at
+    position positions[j])."""
+    return shuffle_with_variants(tf.data.Dataset.range(count), count, seed, flip).batch(count)
+
+
+def variants_dataset(records_dir, split, variants):
+    """Each image of `split` followed by its other flip variants (variants 0 .. variants-1), for
+    feature extraction: unbatched (image, label, path)."""
+    def stack(image, label, path):
+        images = tf.stack([flip_variant(image, v) for v in range(variants)])
+        return images, tf.fill([variants], label), tf.fill([variants], path)
+    return make_dataset(records_dir, split).map(
+        stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()

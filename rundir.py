@@ -1,0 +1,225 @@
+"""A training run's folder and its state on disk: settings, metrics rows, checkpoints, the best epoch.
+
+    runs/<name>/settings.json       the run's settings (a rerun must keep the recipe's)
+    runs/<name>/metrics.csv         one row per completed epoch
+    runs/<name>/model.ckpt-<epoch>  TensorFlow checkpoints (.index, .data-*, .meta)
+    runs/<name>/best.json           the epoch with the best validation accuracy
+
+Every file is written whole through a rename (atomicfile), and each epoch saves its checkpoint
+first, then metrics.csv, then prunes old checkpoints: after a kill at any moment, the completed
+epochs are the metrics rows up to the last one whose checkpoint exists. No TensorFlow here: the
+checks and the state answer before TensorFlow loads, and their tests run without it.
+"""
+import csv
+import dataclasses
+import json
+import os
+
+import netspec
+from atomicfile import atomic_write
+from errors import UserError
+
+METRICS_FILE = 'metrics.csv'
+SETTINGS_FILE = 'settings.json'
+BEST_FILE = 'best.json'
+CHECKPOINT_PREFIX = 'model.ckpt'
+CHECKPOINT_SUFFIXES = ('.index', '.data-00000-of-00001', '.meta')
+METRICS_HEADER = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
+                  'learning_rate', 'seconds', 'checkpoint')
+
+
+class RunError(UserError):
+    """A problem with the run's inputs or settings; the message says how to fix it."""
+
+
+@dataclasses.dataclass
+class Settings:
+    """Everything a training run depends on: fineturn.py's flags over setting.py's defaults."""
+    data_dir: str
+    weights: str
+    run_dir: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    lr_decay: float
+    weight_decay: float
+    keep_prob: float
+    train_layers: list
+    skip_layers: list
+    flip: bool
+    seed: int
+    keep_checkpoints: int
+    cache: bool
+    cache_ram_gb: float
+    allow_pickle: bool = dataclasses.field(default=False, metadata={'saved': False})
+
+    def saved(self):
+        """The settings as settings.json records them (all but allow_pickle), in field order."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if field.metadata.get('saved', True)}
+
+    def check(self):
+        """RunError for settings no run can use."""
+        names = netspec.LAYER_NAMES
+        for flag, layers in (('--train-layers', self.train_layers),
+                             ('--skip-layers', self.skip_layers)):
+            unknown = [name for name in layers if name not in names]
+            if unknown:
+                raise RunError('%s: unknown layer(s) %s; AlexNet has %s'
+                               % (flag, ', '.join(unknown), ', '.join(names)))
+        if not self.train_layers:
+            raise RunError('--train-layers is empty: name at least one layer to train, e.g. fc8')
+        frozen_random = [name for name in self.skip_layers if name not in self.train_layers]
+        if frozen_random:
+            raise RunError('layer(s) %s would be neither loaded nor trained (random forever): add '
+                           'them to --train-layers or remove them from --skip-layers'
+                           % ', '.join(frozen_random))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise RunError('--epochs and --batch-size must be at least 1')
+        if not 0 < self.keep_prob <= 1:
+            raise RunError('--keep-prob must be in (0, 1], got %g' % self.keep_prob)
+        if not (self.learning_rate > 0 and self.lr_decay > 0 and self.weight_decay >= 0):
+            raise RunError('--learning-rate and --lr-decay must be positive, --weight-decay >= 0')
+
+
+# Settings that change what an epoch computes: a run dir can only be resumed with the same ones.
+RECIPE_KEYS = ('batch_size', 'learning_rate', 'lr_decay', 'weight_decay', 'keep_prob',
+               'train_layers', 'skip_layers', 'flip', 'seed')
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+def checkpoint_path(run_dir, epoch):
+    return os.path.join(run_dir, '%s-%d' % (CHECKPOINT_PREFIX, epoch))
+
+
+def has_checkpoint(run_dir, epoch):
+    prefix = checkpoint_path(run_dir, epoch)
+    return os.path.exists(prefix + '.index') and os.path.exists(prefix + '.data-00000-of-00001')
+
+
+def checkpoint_prefix(path):
+    """Accept model.ckpt-5, model.ckpt-5.index or a run dir (its best.json checkpoint)."""
+    if os.path.isdir(path):
+        best = os.path.join(path, BEST_FILE)
+        if not os.path.exists(best):
+            raise RunError('%s has no %s: name a checkpoint such as %s'
+                           % (path, BEST_FILE, checkpoint_path(path, 1)))
+        with open(best) as f:
+            return os.path.join(path, json.load(f)['checkpoint'])
+    for suffix in CHECKPOINT_SUFFIXES:
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+    if not os.path.exists(path + '.index'):
+        raise RunError('no checkpoint %s (expected %s.index)' % (path, path))
+    return path
+
+
+def prune_checkpoints(run_dir, rows, keep):
+    """Delete the checkpoints of all but the last `keep` epochs and the best one (keep 0: none)."""
+    if keep <= 0:
+        return
+    protected = {int(best_epoch(rows)['epoch'])} | {int(r['epoch']) for r in rows[-keep:]}
+    for row in rows:
+        epoch = int(row['epoch'])
+        if epoch in protected:
+            continue
+        prefix = checkpoint_path(run_dir, epoch)
+        for suffix in CHECKPOINT_SUFFIXES:
+            if os.path.exists(prefix + suffix):
+                os.remove(prefix + suffix)
+
+
+# --- metrics.csv ---------------------------------------------------------------------------------
+
+def read_metrics(run_dir):
+    path = os.path.join(run_dir, METRICS_FILE)
+    if not os.path.exists(path):
+        return []
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def write_metrics(run_dir, rows):
+    """Rewrite metrics.csv whole through a rename: a kill never leaves half a row."""
+    def write(f):
+        writer = csv.DictWriter(f, METRICS_HEADER, lineterminator='\n')
+        writer.writeheader()
+        writer.writerows(rows)
+    atomic_write(os.path.join(run_dir, METRICS_FILE), write)
+
+
+def metrics_row(epoch, train_loss, train_accuracy, val_loss, val_accuracy, learning_rate,
+                seconds):
+    return {'epoch': epoch, 'train_loss': '%.6f' % train_loss,
+            'train_accuracy': '%.6f' % train_accuracy, 'val_loss': '%.6f' % val_loss,
+            'val_accuracy': '%.6f' % val_accuracy, 'learning_rate': '%.6g' % learning_rate,
+            'seconds': '%.2f' % seconds,
+            'checkpoint': os.path.basename(checkpoint_path('', epoch))}
+
+
+def record_epoch(run_dir, rows, keep):
+    """After an epoch's checkpoint is saved: write metrics.csv, then prune old checkpoints."""
+    write_metrics(run_dir, rows)
+    prune_checkpoints(run_dir, rows, keep)
+
+
+def completed_epochs(run_dir):
+    """metrics rows up to the last epoch that has both its row and its checkpoint.
+
+    Each epoch saves its checkpoint, then rewrites metrics.csv whole, then prunes old checkpoints
+    (--keep-checkpoints), so after a kill at any moment the newest row's checkpoint exists unless
+    the kill came between the two writes: that epoch lacks its row and runs again."""
+    rows = []
+    for expected, row in enumerate(read_metrics(run_dir), start=1):
+        if int(row['epoch']) != expected:
+            break
+        rows.append(row)
+    while rows and not has_checkpoint(run_dir, len(rows)):
+        rows.pop()
+    return rows
+
+
+def best_epoch(rows):
+    """Highest validation accuracy; ties: lower validation loss, then the earlier epoch."""
+    return min(rows, key=lambda r: (-float(r['val_accuracy']), float(r['val_loss']),
+                                    int(r['epoch'])))
+
+
+def write_best(run_dir, rows):
+    """best.json for the best of `rows`; returns that row."""
+    best = best_epoch(rows)
+    save_json(os.path.join(run_dir, BEST_FILE),
+              {'epoch': int(best['epoch']), 'val_accuracy': float(best['val_accuracy']),
+               'val_loss': float(best['val_loss']),
+               'checkpoint': os.path.basename(checkpoint_path(run_dir, int(best['epoch'])))})
+    return best
+
+
+# --- the folder ----------------------------------------------------------------------------------
+
+def save_json(path, value):
+    atomic_write(path, lambda f: json.dump(value, f, indent=1))
+
+
+def open_run(settings):
+    """Create or reopen the run dir; return the metrics rows of its completed epochs (resume).
+
+    A run dir that holds completed epochs resumes only with the recipe it was trained with."""
+    run_dir = settings.run_dir
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise RunError('--run-dir %s is a file' % run_dir)
+    os.makedirs(run_dir, exist_ok=True)
+    rows = completed_epochs(run_dir)
+    settings_path = os.path.join(run_dir, SETTINGS_FILE)
+    current = settings.saved()
+    if rows and os.path.exists(settings_path):
+        with open(settings_path) as f:
+            saved = json.load(f)
+        changed = [key for key in RECIPE_KEYS if saved.get(key) != current[key]]
+        if changed:
+            raise RunError('%s was trained with other %s (%s): use a new --run-dir, or the same '
+                           'settings to resume' % (run_dir, ', '.join(changed), ', '.join(
+                               '%s=%s' % (key, saved.get(key)) for key in changed)))
+    save_json(settings_path, current)
+    return rows

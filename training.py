@@ -1,0 +1,347 @@
+"""A training run's graph and session: what fineturn.py's epoch loop calls.
+
+start(settings) opens the run dir, builds the graph, loads the pretrained weights (or restores the
+last completed epoch) and, when it is exact, fills the feature cache. The Run it returns trains an
+epoch, validates, saves a checkpoint, logs TensorBoard scalars and tests the best epoch.
+
+Full-graph mode reads images through tf.data into AlexNet from conv1. Cache mode computes the
+frozen layers once per image and flip variant (the feature cache) and trains the layers above them
+from fed feature batches. Both name their variables alike, draw the same batch order and flips,
+and keep every layer in their checkpoints, so their checkpoints interchange.
+"""
+import collections
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import alexnet
+import evaluation
+import feature_cache
+import graph
+import netspec
+import records
+import report
+import rundir
+from rundir import RunError
+
+tf1 = tf.compat.v1
+
+CACHE_DIR = 'feature_cache'
+
+EpochResult = collections.namedtuple('EpochResult', 'loss accuracy images_per_second '
+                                                    'learning_rate')
+
+
+def log(message):
+    print(message, flush=True)
+
+
+def progress(total, desc):
+    return tqdm(total=total, desc=desc, unit='img', leave=False, dynamic_ncols=True,
+                disable=None, file=sys.stderr)
+
+
+def lowest_trained(train_layers):
+    return min(train_layers, key=netspec.LAYER_NAMES.index)
+
+
+def cache_decision(settings):
+    """(use the cache?, why) for the log."""
+    names = netspec.LAYER_NAMES
+    boundary_layer = lowest_trained(settings.train_layers)
+    frozen = names[:names.index(boundary_layer)]
+    if not settings.cache:
+        return False, 'feature cache off (--no-cache): full graph every step'
+    if not frozen:
+        return False, 'feature cache off: conv1 is trained, nothing below it is frozen'
+    augment = 'flips as the only augmentation' if settings.flip else 'no augmentation'
+    frozen_range = '-'.join((frozen[0], frozen[-1])) if len(frozen) > 1 else frozen[0]
+    return True, ('feature cache on: %s frozen and %s, so %s (the input of %s) is computed once '
+                  'per image%s' % (frozen_range, augment,
+                                   netspec.BVLC_ALEXNET.boundary(boundary_layer), boundary_layer,
+                                   ' and flip variant' if settings.flip else ''))
+
+
+def epoch_seed(seed, epoch):
+    return seed * 1000003 + epoch
+
+
+def read_pretrained(settings, num_classes):
+    weights = alexnet.read_weights(settings.weights, allow_pickle=settings.allow_pickle)
+    fc8 = weights.get('fc8', {}).get('weights')
+    if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != num_classes:
+        raise RunError('%s has %d classes in fc8 but labels.txt in %s has %d: add fc8 to '
+                       '--skip-layers (SKIP_LAYERS in setting.py) to replace it'
+                       % (settings.weights, fc8.shape[-1], settings.data_dir, num_classes))
+    return weights
+
+
+class TrainingGraph:
+    """The graph of a run: the input pipelines, the classifier, its scores and the SGD step on the
+    trained layers; in cache mode also the frozen layers (to extract features and to keep them in
+    every checkpoint) and the classifier above them on fed feature batches."""
+
+    def __init__(self, settings, num_classes, train_count, cached):
+        structure = netspec.BVLC_ALEXNET.with_classes(num_classes)
+        self.cached = cached
+        self.boundary_layer = lowest_trained(settings.train_layers)
+        self.variants = {'train': records.FLIP_VARIANTS if settings.flip else 1,
+                         'validation': 1, 'test': 1}
+        data_dir, side = settings.data_dir, structure.input_size
+        self.graph = tf1.Graph()
+        with self.graph.as_default():
+            tf1.set_random_seed(settings.seed)
+            self.keep_prob = tf1.placeholder_with_default(tf.constant(1.0), [], 'keep_prob')
+            self.epoch_seed = tf1.placeholder(tf.int64, [], 'epoch_seed')
+
+            # one iterator, re-initialised per split: (images, labels, paths) batches
+            self.iterator = tf1.data.Iterator.from_structure(
+                (tf.float32, tf.int64, tf.string),
+                (tf.TensorShape([None, side, side, 3]), tf.TensorShape([None]),
+                 tf.TensorShape([None])))
+
+            def initializer(dataset, batch):
+                return self.iterator.make_initializer(
+                    records.without_autotune(dataset.batch(batch).prefetch(2)))
+
+            self.train_init = initializer(records.training_dataset(
+                data_dir, train_count, self.epoch_seed, settings.flip), settings.batch_size)
+            self.eval_init = {split: initializer(records.make_dataset(data_dir, split),
+                                                 graph.EVAL_BATCH)
+                              for split in ('validation', 'test')}
+            images, self.iterator_labels, self.paths = self.iterator.get_next()
+
+            if cached:
+                self.features = graph.features(images, structure, self.boundary_layer)
+                self.extract_init = {
+                    split: initializer(records.variants_dataset(data_dir, split, variants),
+                                       graph.EVAL_BATCH)
+                    for split, variants in self.variants.items()}
+                order = tf1.data.make_initializable_iterator(records.without_autotune(
+                    records.training_order(train_count, self.epoch_seed, settings.flip)))
+                self.order_init, self.order = order.initializer, order.get_next()
+                self.labels = tf1.placeholder(tf.int64, [None], 'labels')
+                self.inputs = tf1.placeholder(
+                    tf.float32, (None,) + structure.boundary_shape(self.boundary_layer),
+                    'features')
+                logits, self.probabilities = graph.classifier(
+                    self.inputs, structure, self.keep_prob, start=self.boundary_layer)
+            else:
+                self.labels = self.iterator_labels
+                logits, self.probabilities = graph.classifier(images, structure, self.keep_prob)
+
+            self.scores = graph.scores(logits, self.labels)
+            recipe = graph.Recipe(tuple(settings.train_layers), settings.learning_rate,
+                                  settings.lr_decay, settings.weight_decay)
+            self.train_op, self.learning_rate = graph.train_op(
+                self.scores.mean_loss, recipe, math.ceil(train_count / settings.batch_size),
+                self.graph)
+            layers = alexnet.graph_layers(self.graph)
+            self.others_init = tf1.variables_initializer(
+                [v for v in tf1.global_variables() if v.op.name.split('/')[0] not in layers])
+            self.saver = tf1.train.Saver(max_to_keep=None)
+            self.graph.finalize()
+
+
+def start(settings):
+    """Open the run of `settings`: its inputs, its run dir (resuming after its completed epochs)
+    and its graph and session, ready to train -> Run."""
+    log('settings: ' + ', '.join('%s=%s' % item for item in settings.saved().items()))
+    classes, counts = records.read_inputs(settings.data_dir)
+    log('data: %d classes; %d train, %d validation, %d test images in %s'
+        % (len(classes), counts['train'], counts['validation'], counts['test'],
+           settings.data_dir))
+    rows = rundir.open_run(settings)
+    weights = None if rows else read_pretrained(settings, len(classes))
+    cached, why = cache_decision(settings)
+    log(why)
+    return Run(settings, classes, counts, rows, weights, cached)
+
+
+class Run:
+    """A run's session: train an epoch, validate, save, log scalars, test the best epoch."""
+
+    def __init__(self, settings, classes, counts, rows, weights, cached):
+        self.settings, self.classes, self.counts, self.rows = settings, classes, counts, rows
+        self.model = TrainingGraph(settings, len(classes), counts['train'], cached)
+        run_dir, done = settings.run_dir, len(rows)
+        with self.model.graph.as_default():   # the TF1 writer refuses to be made eagerly
+            self.writer = tf1.summary.FileWriter(run_dir, self.model.graph if not done else None)
+        self.session = tf1.Session(graph=self.model.graph)
+        try:
+            if done:
+                self.restore(rundir.checkpoint_path(run_dir, done))
+                log('resuming %s after epoch %d of %d (from %s)' % (
+                    run_dir, done, settings.epochs, rundir.checkpoint_path(run_dir, done)))
+            else:
+                loaded = alexnet.load_weights(self.session, weights,
+                                              skip_layers=settings.skip_layers)
+                self.session.run(self.model.others_init)
+                log('loaded %s from %s; initialised %s from Caffe\'s fillers; training %s'
+                    % (', '.join(loaded), settings.weights,
+                       ', '.join(settings.skip_layers) or 'nothing',
+                       ', '.join(settings.train_layers)))
+            self.cache = self._feature_cache() if cached else None
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.writer.close()
+        self.session.close()
+
+    # -- the epoch ---------------------------------------------------------------------------
+    def train_epoch(self, epoch, interrupt):
+        """Train one epoch -> EpochResult, or None if `interrupt.requested` stopped it."""
+        session, model, settings = self.session, self.model, self.settings
+        count, batch = self.counts['train'], settings.batch_size
+        seed = epoch_seed(settings.seed, epoch)
+        learning_rate = session.run(model.learning_rate)
+        totals = np.zeros(3)
+        started = time.time()
+        if self.cache is None:
+            session.run(model.train_init, {model.epoch_seed: seed})
+            feeds = iter(lambda: {model.keep_prob: settings.keep_prob}, None)
+        else:
+            features, labels = self.cache['train'][0], self.cache['train'][1]
+            order, variants = self._training_order(seed)
+            feeds = ({model.inputs: features[order[i:i + batch], variants[i:i + batch]],
+                      model.labels: labels[order[i:i + batch]],
+                      model.keep_prob: settings.keep_prob} for i in range(0, count, batch))
+        fetches = [model.train_op, model.scores.loss_sum, model.scores.correct, model.scores.count]
+        with progress(count, 'epoch %d/%d' % (epoch, settings.epochs)) as bar:
+            for step, feed in enumerate(feeds, start=1):
+                try:
+                    _, loss_sum, correct, seen = session.run(fetches, feed)
+                except tf.errors.OutOfRangeError:
+                    break
+                if not np.isfinite(loss_sum):
+                    raise RunError('the training loss became %s at epoch %d, step %d: lower '
+                                   '--learning-rate (now %g) or check the weights file'
+                                   % (loss_sum, epoch, step, settings.learning_rate))
+                totals += (loss_sum, correct, seen)
+                bar.update(seen)
+                bar.set_postfix(loss='%.3f' % (totals[0] / totals[2]),
+                                img_s='%.0f' % (totals[2] / (time.time() - started)))
+                if interrupt.requested:
+                    return None
+        if totals[2] != count:
+            raise RunError('epoch %d saw %d training images, the records hold %d'
+                           % (epoch, totals[2], count))
+        return EpochResult(totals[0] / totals[2], totals[1] / totals[2],
+                           totals[2] / (time.time() - started), learning_rate)
+
+    def _training_order(self, seed):
+        """The cache path's (order, variants) for an epoch: the full graph's shuffle, on indices."""
+        self.session.run(self.model.order_init, {self.model.epoch_seed: seed})
+        (positions, variants), indices = self.session.run(self.model.order)
+        order, drawn = np.empty_like(indices), np.empty_like(variants)
+        order[positions], drawn[positions] = indices, variants
+        return order, drawn
+
+    def evaluate(self, split):
+        """graph.Evaluation over every image of `split`."""
+        model = self.model
+        fetches = [model.scores.loss_sum, model.scores.correct, model.probabilities]
+        if self.cache is None:
+            self.session.run(model.eval_init[split])
+            results = graph.batches(self.session, fetches + [model.labels, model.paths])
+        else:
+            features, labels, paths = self.cache[split]
+            results = []
+            for i in range(0, len(labels), graph.EVAL_BATCH):
+                part = slice(i, i + graph.EVAL_BATCH)
+                results.append(self.session.run(fetches, {model.inputs: features[part, 0],
+                                                          model.labels: labels[part]})
+                               + [labels[part], paths[part]])
+        result = graph.summarize(results)
+        if result is None:
+            raise RunError('no %s images in %s' % (split, self.settings.data_dir))
+        return result
+
+    def validate(self, epoch):
+        """The validation split's graph.Evaluation after `epoch`; a RunError if it diverged."""
+        result = self.evaluate('validation')
+        if not math.isfinite(result.loss):
+            raise RunError('the validation loss became %s after epoch %d: lower --learning-rate '
+                           '(now %g)' % (result.loss, epoch, self.settings.learning_rate))
+        return result
+
+    def save(self, epoch):
+        with self.model.graph.as_default():   # a Saver outside its graph tries to work eagerly
+            self.model.saver.save(self.session,
+                                  rundir.checkpoint_path(self.settings.run_dir, epoch),
+                                  write_meta_graph=True, write_state=True)
+
+    def restore(self, checkpoint):
+        with self.model.graph.as_default():
+            self.model.saver.restore(self.session, checkpoint)
+
+    def log_scalars(self, epoch, values):
+        """TensorBoard scalars of an epoch: {tag: value}."""
+        self.writer.add_summary(tf1.Summary(value=[
+            tf1.Summary.Value(tag=tag, simple_value=float(value))
+            for tag, value in values.items()]), epoch)
+        self.writer.flush()
+
+    def test(self, best):
+        """Restore the epoch of metrics row `best` and write the test report and the curves."""
+        run_dir = self.settings.run_dir
+        checkpoint = rundir.checkpoint_path(run_dir, int(best['epoch']))
+        self.restore(checkpoint)
+        result = evaluation.write_test_report(run_dir, self.classes, self.evaluate('test'),
+                                              checkpoint)
+        report.plot_curves(os.path.join(run_dir, 'curves.png'), self.rows)
+        return result
+
+    # -- the feature cache -------------------------------------------------------------------
+    def _feature_cache(self):
+        """The feature cache for every split: loaded if a matching one exists, else computed."""
+        settings, model = self.settings, self.model
+        structure = netspec.BVLC_ALEXNET
+        shape = structure.boundary_shape(model.boundary_layer)
+        below = structure.names[:structure.index(model.boundary_layer)]
+        random_below = sorted(set(settings.skip_layers) & set(below))
+        cache_dir = os.path.join(settings.run_dir, CACHE_DIR)
+        cache, keys = {}, []
+        for split, variants in model.variants.items():
+            files = records.record_files(settings.data_dir, split) + [settings.weights]
+            key = feature_cache.cache_key(files, boundary=model.boundary_layer,
+                                          variants=variants, random_layers=random_below,
+                                          seed=settings.seed if random_below else None)
+            keys.append(key)
+            found = feature_cache.load(cache_dir, split, key, settings.cache_ram_gb)
+            if found is not None and len(found[1]) == self.counts[split]:
+                cache[split] = found
+                continue
+            cache[split] = feature_cache.write(
+                cache_dir, split, key, (self.counts[split], variants) + shape,
+                self._extract(split, variants, shape), settings.cache_ram_gb)
+        feature_cache.remove_stale(cache_dir, keys)
+        return cache
+
+    def _extract(self, split, variants, shape):
+        """Yield (features [n, variants, ...], labels, paths) batches of `split`'s images."""
+        model = self.model
+        self.session.run(model.extract_init[split])
+        with progress(self.counts[split] * variants, 'features %s' % split) as bar:
+            while True:
+                try:
+                    features, labels, paths = self.session.run(
+                        [model.features, model.iterator_labels, model.paths])
+                except tf.errors.OutOfRangeError:
+                    return
+                bar.update(len(features))
+                yield (features.reshape((-1, variants) + shape), labels[::variants],
+                       paths[::variants])
