@@ -20,6 +20,7 @@ import caffe_to_npy
 import record_writer
 import synthetic_dataset
 from caffe_to_npy import synthetic
+from caffe_to_npy.compare import verify
 from rundir import RunError
 
 DEMO_CLASSES = 21        # UC Merced's class names
@@ -76,7 +77,7 @@ def prepare(settings, demo_dir):
     folder = synthetic_dataset.make_dataset_folder(images, num_classes=DEMO_CLASSES,
                                                    per_class=DEMO_PER_CLASS, seed=DEMO_SEED)
     photos = [sample_photo()] + [os.path.join(images, path) for path in sorted(folder.images)[:2]]
-    check = caffe_to_npy.verify(prototxt, caffemodel, weights, photos)
+    check = verify(prototxt, caffemodel, weights, photos)
     print('verify on %d images: max relative difference fc8 %.2e, prob %.2e (tolerance %.0e), '
           'top-1 agreement %.0f%%: %s' % (check['images'], check['fc8'], check['prob'],
                                           check['tolerance'], 100 * check['top1_agreement'],
