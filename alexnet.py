@@ -24,7 +24,7 @@ tf1 = tf.compat.v1
 IMAGE_SIZE = netspec.BVLC_ALEXNET.input_size   # network input side, 227
 RESIZE_SIZE = 256                 # Caffe's recipe: resize to 256x256, then centre crop IMAGE_SIZE
 CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2   # 14: Caffe's centre crop rounds down
-MEAN_BGR = (104.0, 117.0, 123.0)  # ImageNet mean per channel, BGR order like the weights
+MEAN_BGR = netspec.MEAN_BGR       # ImageNet mean per channel, BGR order like the weights
 NUM_IMAGENET_CLASSES = netspec.BVLC_ALEXNET.num_classes
 LAYER_NAMES = netspec.LAYER_NAMES
 
@@ -43,13 +43,27 @@ class WeightsError(UserError):
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def preprocess(image_bgr):
-    """HxWx3 uint8 BGR -> float32 (227, 227, 3): resize 256x256 (INTER_LINEAR), centre crop, mean."""
+def mean_window(mean=MEAN_BGR):
+    """The mean to subtract from a centre crop, float32: a per-channel BGR mean (3,) as it is, or
+    a 256x256 BGR mean image (256, 256, 3) cut to the crop's window, as Caffe's data layer does."""
+    mean = np.asarray(mean, np.float32)
+    if mean.shape == (3,):
+        return mean
+    if mean.shape == (RESIZE_SIZE, RESIZE_SIZE, 3):
+        return np.ascontiguousarray(mean[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE,
+                                         CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE])
+    raise ValueError('a mean is 3 BGR values or a %dx%dx3 BGR image, got shape %s'
+                     % (RESIZE_SIZE, RESIZE_SIZE, mean.shape))
+
+
+def preprocess(image_bgr, mean=MEAN_BGR):
+    """HxWx3 uint8 BGR -> float32 (227, 227, 3): resize 256x256 (INTER_LINEAR), centre crop,
+    subtract `mean` (see mean_window)."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ImageError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
     resized = cv2.resize(image_bgr, (RESIZE_SIZE, RESIZE_SIZE), interpolation=cv2.INTER_LINEAR)
     crop = resized[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE]
-    return crop.astype(np.float32) - np.asarray(MEAN_BGR, np.float32)
+    return crop.astype(np.float32) - mean_window(mean)
 
 
 def read_bgr(path):
@@ -62,12 +76,12 @@ def read_bgr(path):
     return image
 
 
-def load_image(path):
+def load_image(path, mean=MEAN_BGR):
     """Read an image file and preprocess it exactly like Caffe's recipe (see preprocess)."""
-    return preprocess(read_bgr(path))
+    return preprocess(read_bgr(path), mean)
 
 
-def preprocess_tensor(image_bgr):
+def preprocess_tensor(image_bgr, mean=MEAN_BGR):
     """TF twin of preprocess for tf.data: uint8 [H, W, 3] BGR tensor -> float32 [227, 227, 3].
 
     Bilinear resize to 256x256 with half-pixel centres, as cv2.INTER_LINEAR; an image already
@@ -77,7 +91,7 @@ def preprocess_tensor(image_bgr):
     image = tf.cast(image_bgr, tf.float32)
     image = tf.image.resize(image, (RESIZE_SIZE, RESIZE_SIZE), method='bilinear', antialias=False)
     image = image[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, :]
-    image = image - tf.constant(MEAN_BGR, tf.float32)
+    image = image - tf.constant(mean_window(mean))
     return tf.ensure_shape(image, (IMAGE_SIZE, IMAGE_SIZE, 3))
 
 

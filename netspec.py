@@ -159,18 +159,27 @@ class Structure:
         return {layer.name: shape for layer, shape, _, _ in self.walk()}[name]
 
     # -- JSON ----------------------------------------------------------------------------------
+    def to_dict(self):
+        """Plain JSON data: {'input_size', 'input_channels', 'layers': [{..., 'ops': [...]}]}."""
+        return {'input_size': self.input_size, 'input_channels': self.input_channels,
+                'layers': [dict({key: value for key, value in dataclasses.asdict(layer).items()
+                                 if key != 'ops'},
+                                ops=[dict(dataclasses.asdict(op), op=op.kind) for op in layer.ops])
+                           for layer in self.layers]}
+
     def to_json(self):
-        return json.dumps({
-            'input_size': self.input_size, 'input_channels': self.input_channels,
-            'layers': [dict({key: value for key, value in dataclasses.asdict(layer).items()
-                             if key != 'ops'},
-                            ops=[dict(dataclasses.asdict(op), op=op.kind) for op in layer.ops])
-                       for layer in self.layers]}, sort_keys=True)
+        return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text):
         try:
-            data = json.loads(text)
+            return cls.from_dict(json.loads(text))
+        except ValueError as error:
+            raise StructureError('not a network structure (%s)' % error) from None
+
+    @classmethod
+    def from_dict(cls, data):
+        try:
             layers = []
             for entry in data['layers']:
                 entry = dict(entry)
@@ -189,6 +198,9 @@ def _conv(name, outputs, kernel, stride=1, pad=0, group=1, ops=(ReLU(),)):
 def _fc(name, outputs, ops=(ReLU(), Dropout())):
     return Layer(name, 'fc', outputs, ops=tuple(ops))
 
+
+# The ImageNet mean per channel, in BGR order like the weights: what bvlc_alexnet's images get.
+MEAN_BGR = (104.0, 117.0, 123.0)
 
 # bvlc_alexnet's deploy.prototxt (models/bvlc_alexnet in BVLC/caffe)
 BVLC_ALEXNET = Structure((

@@ -4,6 +4,8 @@
     runs/<name>/metrics.csv         one row per completed epoch
     runs/<name>/model.ckpt-<epoch>  TensorFlow checkpoints (.index, .data-*, .meta)
     runs/<name>/best.json           the epoch with the best validation accuracy
+    runs/<name>/model.json          what using its checkpoints needs: class names, network
+                                    structure, mean (a mean image in mean.npy next to it)
 
 Every file is written whole through a rename (atomicfile), and each epoch saves its checkpoint
 first, then metrics.csv, then prunes old checkpoints: after a kill at any moment, the completed
@@ -15,13 +17,17 @@ import dataclasses
 import json
 import os
 
+import numpy as np
+
 import netspec
-from atomicfile import atomic_write
+from atomicfile import atomic_path, atomic_write
 from errors import UserError
 
 METRICS_FILE = 'metrics.csv'
 SETTINGS_FILE = 'settings.json'
 BEST_FILE = 'best.json'
+MODEL_FILE = 'model.json'
+MEAN_IMAGE_FILE = 'mean.npy'
 CHECKPOINT_PREFIX = 'model.ckpt'
 CHECKPOINT_SUFFIXES = ('.index', '.data-00000-of-00001', '.meta')
 METRICS_HEADER = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
@@ -223,3 +229,49 @@ def open_run(settings):
                                '%s=%s' % (key, saved.get(key)) for key in changed)))
     save_json(settings_path, current)
     return rows
+
+
+# --- the model: what predicting and exporting need besides the checkpoint ------------------------
+
+@dataclasses.dataclass
+class Model:
+    """The class names of a run, its network's structure and the mean its images get: a
+    per-channel BGR mean (3 values) or a 256x256x3 BGR mean image."""
+    classes: list
+    structure: netspec.Structure
+    mean: object = netspec.MEAN_BGR
+
+
+def write_model(run_dir, model):
+    """Record `model` in the run dir (model.json, and mean.npy for a mean image)."""
+    mean = np.asarray(model.mean, np.float32)
+    if mean.ndim == 1:
+        recorded = [float(value) for value in mean]
+    else:
+        recorded = MEAN_IMAGE_FILE
+        with atomic_path(os.path.join(run_dir, MEAN_IMAGE_FILE)) as temporary:
+            with open(temporary, 'wb') as f:
+                np.save(f, mean, allow_pickle=False)
+    save_json(os.path.join(run_dir, MODEL_FILE),
+              {'classes': list(model.classes), 'structure': model.structure.to_dict(),
+               'mean': recorded})
+
+
+def read_model(run_dir):
+    """The Model recorded in a run dir, or a RunError that says how to record it."""
+    path = os.path.join(run_dir, MODEL_FILE)
+    if not os.path.isfile(path):
+        raise RunError('%s has no %s (its class names and network): it was trained before runs '
+                       'recorded them, or is not a run dir. Rerun the training command with '
+                       '--run-dir %s to record them' % (run_dir, MODEL_FILE, run_dir))
+    try:
+        with open(path, encoding='utf-8') as f:
+            data = json.load(f)
+        mean = data['mean']
+        if isinstance(mean, str):
+            mean = np.load(os.path.join(run_dir, mean), allow_pickle=False)
+        return Model(list(data['classes']), netspec.Structure.from_dict(data['structure']),
+                     tuple(mean) if isinstance(mean, list) else mean)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError('%s is damaged (%s): rerun the training command with --run-dir %s to '
+                       'write it again' % (path, error, run_dir)) from None

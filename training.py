@@ -157,6 +157,8 @@ def start(settings):
         % (len(classes), counts['train'], counts['validation'], counts['test'],
            settings.data_dir))
     rows = rundir.open_run(settings)
+    rundir.write_model(settings.run_dir, rundir.Model(
+        classes, netspec.BVLC_ALEXNET.with_classes(len(classes)), alexnet.MEAN_BGR))
     weights = None if rows else read_pretrained(settings, len(classes))
     cached, why = cache_decision(settings)
     log(why)

@@ -67,6 +67,22 @@ def test_run_outputs_and_accuracy(trained, tiny_records):
     assert best['epoch'] == int(rundir.best_epoch(rows)['epoch'])
 
 
+def test_run_records_its_model_for_later_use(trained, tiny_records):
+    """model.json: the class names of labels.txt, in order, and the network the run trained."""
+    model = rundir.read_model(trained)
+    with open(os.path.join(tiny_records, 'labels.txt')) as f:
+        assert model.classes == f.read().split()
+    assert model.structure.num_classes == len(model.classes) == 5
+    assert model.structure.names == alexnet.LAYER_NAMES
+    assert tuple(model.mean) == alexnet.MEAN_BGR
+    os.remove(os.path.join(trained, 'model.json'))
+    try:
+        with pytest.raises(rundir.RunError, match='Rerun the training command'):
+            rundir.read_model(trained)
+    finally:
+        rundir.write_model(trained, model)
+
+
 def test_report_agrees_with_predictions(trained, tiny_records):
     result = json.load(open(os.path.join(trained, 'test_report.json')))
     predictions = read_csv(os.path.join(trained, 'predictions.csv'))
