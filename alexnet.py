@@ -4,9 +4,10 @@ The graph follows a netspec.Structure, the one description of the network (bvlc_
 told otherwise), exactly as Caffe computes it; docs/ARCHITECTURE.md lists the Caffe facts this
 rests on (grouped convolutions, LRN's alpha, the fc6 row order, BGR input and mean).
 
-Weights files hold float32 arrays in TF layouts under `<layer>/weights` and `<layer>/biases`
-(`python -m caffe_to_npy` writes them). They are fed once through the variables' initializers, so
-neither the graph nor a checkpoint's `.meta` carries 240 MB of constants.
+Weights files (weights_file.py) hold float32 arrays in TF layouts under `<layer>/weights` and
+`<layer>/biases`, and the description of their model (structure, mean, class names). They are fed
+once through the variables' initializers, so neither the graph nor a checkpoint's `.meta` carries
+240 MB of constants.
 """
 import os
 import zlib
@@ -17,6 +18,7 @@ import tensorflow as tf
 
 import netspec
 from errors import UserError
+from weights_file import Weights, WeightsError, read as read_weights  # noqa: F401 (re-exported)
 
 tf1 = tf.compat.v1
 
@@ -35,10 +37,6 @@ DEFAULT_FILLER = (0.01, 0.0)
 
 class ImageError(UserError):
     """An image file that can't be read as a picture."""
-
-
-class WeightsError(UserError):
-    """A weights file that can't be loaded into the graph; the message says what to do."""
 
 
 # --- preprocessing -------------------------------------------------------------------------------
@@ -202,18 +200,19 @@ def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, struct
 
 
 def inference_session(weights, allow_pickle=False):
-    """The deploy graph with `weights` (a path or a read_weights dict) loaded, for inference:
-    (session, images placeholder [N, 227, 227, 3], end_points). The class count is fc8's (1000
-    when the weights have no fc8, which load_weights then reports). The caller closes the session.
+    """The deploy graph of `weights` (a path, or read_weights' Weights, or a plain dict of layers:
+    then bvlc_alexnet with fc8's class count) loaded, for inference: (session, images placeholder
+    [N, side, side, 3], end_points). The caller closes the session.
     """
     if isinstance(weights, str):
         weights = read_weights(weights, allow_pickle=allow_pickle)
-    fc8 = weights.get('fc8', {}).get('biases')
-    num_classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim else NUM_IMAGENET_CLASSES
+    elif not isinstance(weights, Weights):
+        weights = Weights(weights)
+    side = weights.structure.input_size
     graph = tf1.Graph()
     with graph.as_default():
-        images = tf1.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3], name='images')
-        _, end_points = build(images, num_classes=num_classes, keep_prob=1.0)
+        images = tf1.placeholder(tf.float32, [None, side, side, 3], name='images')
+        _, end_points = build(images, structure=weights.structure)
     graph.finalize()
     session = tf1.Session(graph=graph)
     try:
@@ -222,75 +221,6 @@ def inference_session(weights, allow_pickle=False):
         session.close()
         raise
     return session, images, end_points
-
-
-# --- weights files -------------------------------------------------------------------------------
-
-_NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'
-
-
-def read_weights(path, allow_pickle=False):
-    """{layer: {'weights': array, 'biases': array}} from a `.npz` (never unpickled) or, only with
-    allow_pickle=True, a legacy pickled `.npy` dict (dict of dicts or dict of [W, b] lists,
-    Python-2 pickles included)."""
-    if not os.path.isfile(path):
-        raise WeightsError('no weights file %s: convert the Caffe model with `python -m caffe_to_npy '
-                           'deploy.prototxt bvlc_alexnet.caffemodel %s`' % (path, path))
-    with open(path, 'rb') as f:
-        magic = f.read(6)
-    if magic.startswith(_ZIP_MAGIC):
-        return _read_npz(path)
-    if not (magic.startswith(_NPY_MAGIC) or magic.startswith(_PICKLE_MAGIC)):
-        raise WeightsError('%s is not a weights file (.npz from python -m caffe_to_npy, or a '
-                           'legacy pickled .npy)' % path)
-    if not allow_pickle:
-        raise WeightsError(
-            '%s is a pickled .npy: loading it runs code stored in the file. Convert the Caffe model '
-            'to .npz with `python -m caffe_to_npy`, or, if you trust where this file comes from, '
-            'pass --allow-pickle' % path)
-    return _read_pickled(path)
-
-
-def _read_npz(path):
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            weights = {}
-            for key in data.files:
-                layer, _, kind = key.rpartition('/')
-                if kind not in ('weights', 'biases') or not layer:
-                    raise WeightsError('%s: unexpected key %r (expected <layer>/weights and '
-                                       '<layer>/biases)' % (path, key))
-                weights.setdefault(layer, {})[kind] = data[key]
-            return weights
-    except WeightsError:
-        raise
-    except Exception as error:   # zipfile.BadZipFile, truncated members, object arrays ...
-        raise WeightsError('%s: not a readable .npz weights file (%s)' % (path, error)) from None
-
-
-def _read_pickled(path):
-    try:
-        data = np.load(path, allow_pickle=True, encoding='latin1').item()
-    except Exception as error:
-        raise WeightsError('%s: not a readable pickled weights dict (%s)' % (path, error)) from None
-    if not isinstance(data, dict):
-        raise WeightsError('%s: expected a dict of layers, found %s' % (path, type(data).__name__))
-    weights = {}
-    for layer, value in data.items():
-        layer = layer.decode('latin1') if isinstance(layer, bytes) else str(layer)
-        if isinstance(value, dict):
-            value = {(k.decode('latin1') if isinstance(k, bytes) else k): v for k, v in value.items()}
-            entry = {k: value[k] for k in ('weights', 'biases') if k in value}
-            extra = set(value) - {'weights', 'biases'}
-            if extra:
-                raise WeightsError('%s: layer %s has unexpected keys %s' % (path, layer, sorted(extra)))
-        elif isinstance(value, (list, tuple)) and 1 <= len(value) <= 2:
-            entry = dict(zip(('weights', 'biases'), value))
-        else:
-            raise WeightsError('%s: layer %s is neither a dict nor a [weights, biases] list'
-                               % (path, layer))
-        weights[layer] = {k: np.asarray(v) for k, v in entry.items()}
-    return weights
 
 
 def graph_layers(graph=None, scope=''):

@@ -8,7 +8,6 @@ import os
 import tensorflow as tf
 
 import graph
-import netspec
 import records
 import report
 import rundir
@@ -39,14 +38,14 @@ def evaluate_checkpoint(data_dir, checkpoint):
         raise RunError('%s has %s classes in fc8 but labels.txt in %s has %d'
                        % (prefix, found or 'no', data_dir, len(classes)))
     out_dir = os.path.join(os.path.dirname(prefix), 'evaluate-' + os.path.basename(prefix))
-    structure = netspec.BVLC_ALEXNET.with_classes(len(classes))
+    model = rundir.recorded_model(os.path.dirname(prefix), classes)
     test_graph = tf1.Graph()
     with test_graph.as_default():
-        dataset = records.without_autotune(
-            records.make_dataset(data_dir, 'test').batch(graph.EVAL_BATCH).prefetch(2))
+        dataset = records.without_autotune(records.make_dataset(
+            data_dir, 'test', model.mean).batch(graph.EVAL_BATCH).prefetch(2))
         iterator = tf1.data.make_initializable_iterator(dataset)
         images, labels, paths = iterator.get_next()
-        logits, probabilities = graph.classifier(images, structure)
+        logits, probabilities = graph.classifier(images, model.structure)
         scores = graph.scores(logits, labels)
         saver = tf1.train.Saver()
         test_graph.finalize()

@@ -37,6 +37,13 @@ def layer_list(text):
     return [] if names in ([], ['none']) else names
 
 
+def lr_mult(text):
+    try:
+        return rundir.lr_multipliers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Fine-tune bvlc_alexnet on TFRecords made by convert_tfrecord.py. '
@@ -58,6 +65,10 @@ def parse_args(argv=None):
                         help='learning rate factor applied once per epoch')
     parser.add_argument('--weight-decay', type=float, default=setting.WEIGHT_DECAY,
                         help='L2 factor on the trained layers\' weights')
+    parser.add_argument('--lr-mult', type=lr_mult, default=rundir.lr_multipliers(setting.LR_MULT),
+                        metavar='LAYER=W[/B],...',
+                        help='per-layer learning-rate multipliers, Caffe\'s lr_mult (fc8=10: '
+                             'weights x10, biases x20); other trained layers x1')
     parser.add_argument('--keep-prob', type=float, default=setting.KEEP_PROB,
                         help='dropout keep probability before fc7 and fc8 while training')
     parser.add_argument('--train-layers', type=layer_list, default=list(setting.TRAIN_LAYERS),

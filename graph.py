@@ -27,6 +27,12 @@ class Recipe:
     learning_rate: float
     lr_decay: float          # learning rate factor applied once per epoch
     weight_decay: float      # L2 on the trained layers' weights
+    lr_mult: dict = dataclasses.field(default_factory=dict)   # {layer: (weights, biases)}
+
+    def multipliers(self, layer):
+        """(weights, biases) learning-rate multipliers of `layer`: Caffe's lr_mult, 1 and 1 unless
+        the recipe names the layer."""
+        return tuple(self.lr_mult.get(layer, (1.0, 1.0)))
 
 
 Scores = collections.namedtuple('Scores', 'loss_sum correct count mean_loss')
@@ -52,27 +58,38 @@ def scores(logits, labels):
     return Scores(tf.reduce_sum(xent), correct, tf.size(labels), tf.reduce_mean(xent))
 
 
-def sgd_step(loss, weights, biases, learning_rate, weight_decay, global_step, largest_rate):
-    """Plain SGD on loss + weight_decay * sum(w**2)/2 over `weights`; biases are not decayed.
+def sgd_step(loss, layers, learning_rate, weight_decay, global_step, largest_rate):
+    """Plain SGD on loss + weight_decay * sum(w**2)/2 over the weights of `layers`, a list of
+    (weights, biases, weights multiplier, biases multiplier): each variable moves by its
+    multiplier times the learning rate (Caffe's lr_mult); biases are not decayed.
 
     The head step is bound by memory traffic over the 218 MB of fc6/fc7 weights, so the L2 term
     is folded into the update instead of differentiated: TF would otherwise add a pass for its
     gradient (wd * w) and three for adding it to the data gradient. SGD's w - lr (g + wd w) is
     (1 - lr wd) w - lr g, which TF's proximal step (w - a g) / (1 + a l2) computes in place with
     a = lr / (1 - lr wd) and l2 = wd: the same number, to float rounding. That needs
-    lr wd < 1 (`largest_rate`: the learning rate's largest value); otherwise, a setting no one
-    trains with, the L2 gradient is added explicitly."""
-    gradients = tf.gradients(loss, weights + biases)
-    weight_gradients = list(zip(gradients[:len(weights)], weights))
-    plain = tf1.train.GradientDescentOptimizer(learning_rate)
-    if weight_decay and largest_rate * weight_decay < 1:
-        updates = [tf1.train.ProximalGradientDescentOptimizer(
-            learning_rate / (1 - learning_rate * weight_decay),
-            l2_regularization_strength=weight_decay).apply_gradients(weight_gradients)]
-    else:
-        updates = [plain.apply_gradients([(g + weight_decay * w, w) if weight_decay else (g, w)
-                                          for g, w in weight_gradients])]
-    updates.append(plain.apply_gradients(list(zip(gradients[len(weights):], biases))))
+    lr wd < 1 (`largest_rate`: the learning rate's largest value, times the multiplier);
+    otherwise, a setting no one trains with, the L2 gradient is added explicitly."""
+    variables = [w for w, _, _, _ in layers] + [b for _, b, _, _ in layers]
+    gradients = tf.gradients(loss, variables)
+    weight_groups, bias_groups = {}, {}
+    for (weights, biases, weights_mult, biases_mult), g_w, g_b in zip(
+            layers, gradients[:len(layers)], gradients[len(layers):]):
+        weight_groups.setdefault(weights_mult, []).append((g_w, weights))
+        bias_groups.setdefault(biases_mult, []).append((g_b, biases))
+    updates = []
+    for mult, pairs in weight_groups.items():
+        rate = learning_rate if mult == 1 else learning_rate * mult
+        if weight_decay and largest_rate * mult * weight_decay < 1:
+            updates.append(tf1.train.ProximalGradientDescentOptimizer(
+                rate / (1 - rate * weight_decay),
+                l2_regularization_strength=weight_decay).apply_gradients(pairs))
+        else:
+            updates.append(tf1.train.GradientDescentOptimizer(rate).apply_gradients(
+                [(g + weight_decay * w, w) if weight_decay else (g, w) for g, w in pairs]))
+    for mult, pairs in bias_groups.items():
+        rate = learning_rate if mult == 1 else learning_rate * mult
+        updates.append(tf1.train.GradientDescentOptimizer(rate).apply_gradients(pairs))
     with tf.control_dependencies(updates):   # learning_rate reads the step: count it after
         return tf1.assign_add(global_step, 1).op
 
@@ -84,9 +101,9 @@ def train_op(mean_loss, recipe, steps_per_epoch, graph):
     learning_rate = tf1.train.exponential_decay(recipe.learning_rate, global_step,
                                                 steps_per_epoch, recipe.lr_decay, staircase=True)
     variables = alexnet.graph_layers(graph)
-    step = sgd_step(mean_loss, [variables[layer]['weights'] for layer in recipe.train_layers],
-                    [variables[layer]['biases'] for layer in recipe.train_layers], learning_rate,
-                    recipe.weight_decay, global_step,
+    layers = [(variables[layer]['weights'], variables[layer]['biases'])
+              + recipe.multipliers(layer) for layer in recipe.train_layers]
+    step = sgd_step(mean_loss, layers, learning_rate, recipe.weight_decay, global_step,
                     largest_rate=recipe.learning_rate if recipe.lr_decay <= 1 else math.inf)
     return step, learning_rate
 

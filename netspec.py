@@ -199,6 +199,54 @@ def _fc(name, outputs, ops=(ReLU(), Dropout())):
     return Layer(name, 'fc', outputs, ops=tuple(ops))
 
 
+FAMILY = ('conv',) * 5 + ('fc',) * 3
+FAMILY_NAMES = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+FAMILY_OPS = {'conv': ('relu', 'lrn', 'pool'), 'fc': ('relu', 'dropout')}
+
+
+def check_family(structure):
+    """A StructureError that says what differs if `structure` is not a network of the AlexNet
+    family: five convolutions, then three inner products named conv1..fc8; after a convolution
+    only ReLU, LRN and max pooling, after an inner product only ReLU and dropout; a square
+    3-channel input; pooling windows that fit the input exactly (Caffe rounds up, TF here
+    doesn't pad)."""
+    kinds = tuple(layer.kind for layer in structure.layers)
+    if kinds != FAMILY:
+        raise StructureError('%d convolution and %d inner-product layers in this order: %s (the '
+                             'AlexNet family has 5 convolutions, then 3 inner products)'
+                             % (kinds.count('conv'), kinds.count('fc'), ' '.join(kinds)))
+    if structure.names != FAMILY_NAMES:
+        raise StructureError('layers named %s (the family names them %s)'
+                             % (' '.join(structure.names), ' '.join(FAMILY_NAMES)))
+    if structure.input_channels != 3:
+        raise StructureError('a %d-channel input (the family takes BGR images, 3 channels)'
+                             % structure.input_channels)
+    side = structure.input_size
+    for layer in structure.layers:
+        odd = [op.kind for op in layer.ops if op.kind not in FAMILY_OPS[layer.kind]]
+        if odd:
+            raise StructureError('%s is followed by %s (after a %s layer the family has only %s)'
+                                 % (layer.name, ', '.join(odd), layer.kind,
+                                    ', '.join(FAMILY_OPS[layer.kind])))
+        if layer.kind == 'conv':
+            if layer.outputs % layer.group:
+                raise StructureError('%s: group %d does not divide its %d outputs'
+                                     % (layer.name, layer.group, layer.outputs))
+            side = conv_output(side, layer.kernel, layer.stride, layer.pad)
+        for op in layer.ops:
+            if op.kind == 'pool':
+                if (side - op.kernel) % op.stride:
+                    raise StructureError(
+                        '%s\'s %dx%d/%d pooling does not tile its %dx%d input (Caffe would pad '
+                        'the last window)' % (layer.name, op.kernel, op.kernel, op.stride, side,
+                                              side))
+                side = pool_output(side, op.kernel, op.stride)
+            if op.kind == 'lrn' and op.local_size % 2 == 0:
+                raise StructureError('%s: LRN local_size %d is even (Caffe needs it odd)'
+                                     % (layer.name, op.local_size))
+    return structure
+
+
 # The ImageNet mean per channel, in BGR order like the weights: what bvlc_alexnet's images get.
 MEAN_BGR = (104.0, 117.0, 123.0)
 
@@ -214,3 +262,8 @@ BVLC_ALEXNET = Structure((
     _fc('fc8', 1000, ops=()),
 ))
 LAYER_NAMES = BVLC_ALEXNET.names
+
+# bvlc_reference_caffenet's deploy.prototxt, and the MIT Places AlexNets': pooling before LRN.
+CAFFENET = dataclasses.replace(BVLC_ALEXNET, layers=tuple(
+    dataclasses.replace(layer, ops=(ReLU(), MaxPool(), LRN())) if layer.name in ('conv1', 'conv2')
+    else layer for layer in BVLC_ALEXNET.layers))

@@ -16,15 +16,18 @@ Record schema (FEATURES):
 PNG stores RGB: cv2.imencode swaps BGR -> RGB on the way in, and decode_bgr swaps back.
 
 Preprocessing is alexnet.preprocess_tensor, Caffe's recipe: every image, whatever its size, is
-resized to 256x256 (bilinear, like cv2.INTER_LINEAR) and centre-cropped to 227x227, BGR, mean
-subtracted. 256x256 images pass the resize unchanged; UC Merced's 44 others (sides 242..257) are
-squeezed or stretched by at most ~6 %, and training, validation and test see the same geometry.
+resized to 256x256 (bilinear, like cv2.INTER_LINEAR) and centre-cropped to 227x227, BGR, the
+model's mean subtracted (its 227 window, for a mean image). 256x256 images pass the resize
+unchanged; UC Merced's 44 others (sides 242..257) are squeezed or stretched by at most ~6 %, and
+training, validation and test see the same geometry.
 
 Flips (the only augmentation): one of FLIP_VARIANTS per training image and epoch, bit 0 a
 left/right flip, bit 1 up/down. shuffle_with_variants draws the epoch's order and each position's
 variant from the epoch's seed, statelessly; the full graph flips the decoded images
 (training_dataset), the feature cache stores every variant of every image (variants_dataset) and
 picks the drawn one (training_order). One draw, two consumers: both train on the same batches.
+As in Caffe's data layer, a flip comes after the mean is subtracted: a flipped image is
+flip(crop(image) - crop(mean)), never minus a flipped mean image.
 """
 import csv
 import glob
@@ -117,10 +120,10 @@ def decode_bgr(encoded):
     return tf.reverse(tf.io.decode_png(encoded, channels=3), axis=[-1])
 
 
-def decode_example(serialized):
-    """A serialized record -> (preprocessed image, label, path), the model's input."""
+def decode_example(serialized, mean=alexnet.MEAN_BGR):
+    """A serialized record -> (image preprocessed with `mean`, label, path), the model's input."""
     features = parse_example(serialized)
-    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']))
+    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']), mean)
     return image, features['image/class/label'], features['image/path']
 
 
@@ -182,22 +185,23 @@ def without_autotune(dataset):
     return dataset.with_options(options)
 
 
-def make_dataset(records_dir, split):
+def make_dataset(records_dir, split, mean=alexnet.MEAN_BGR):
     """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
-    [227, 227, 3] preprocessed, label int64, path string. Decoding runs in a parallel map that
-    keeps the order; the caller batches."""
+    [227, 227, 3] preprocessed with the model's `mean`, label int64, path string. Decoding runs in
+    a parallel map that keeps the order; the caller batches."""
     return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
-        decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        lambda serialized: decode_example(serialized, mean),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def training_dataset(records_dir, count, seed, flip):
+def training_dataset(records_dir, count, seed, flip, mean=alexnet.MEAN_BGR):
     """The training split for one epoch: shuffled by `seed` (an int64 scalar tensor), each image
     in the flip variant drawn for its position (shuffle_with_variants)."""
     records = tf.data.TFRecordDataset(record_files(records_dir, 'train'))
     indexed = tf.data.Dataset.zip((tf.data.Dataset.range(count), records))
 
     def decode(position_variant, index_record):
-        image, label, path = decode_example(index_record[1])
+        image, label, path = decode_example(index_record[1], mean)
         return flip_variant(image, position_variant[1]), label, path
     return shuffle_with_variants(indexed, count, seed, flip).map(
         decode, num_parallel_calls=tf.data.AUTOTUNE)
@@ -210,11 +214,11 @@ def training_order(count, seed, flip):
     return shuffle_with_variants(tf.data.Dataset.range(count), count, seed, flip).batch(count)
 
 
-def variants_dataset(records_dir, split, variants):
+def variants_dataset(records_dir, split, variants, mean=alexnet.MEAN_BGR):
     """Each image of `split` followed by its other flip variants (variants 0 .. variants-1), for
     feature extraction: unbatched (image, label, path)."""
     def stack(image, label, path):
         images = tf.stack([flip_variant(image, v) for v in range(variants)])
         return images, tf.fill([variants], label), tf.fill([variants], path)
-    return make_dataset(records_dir, split).map(
+    return make_dataset(records_dir, split, mean).map(
         stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()

@@ -49,6 +49,7 @@ class Settings:
     learning_rate: float
     lr_decay: float
     weight_decay: float
+    lr_mult: dict             # {layer: [weights multiplier, biases multiplier]}
     keep_prob: float
     train_layers: list
     skip_layers: list
@@ -86,11 +87,42 @@ class Settings:
             raise RunError('--keep-prob must be in (0, 1], got %g' % self.keep_prob)
         if not (self.learning_rate > 0 and self.lr_decay > 0 and self.weight_decay >= 0):
             raise RunError('--learning-rate and --lr-decay must be positive, --weight-decay >= 0')
+        untrained = sorted(set(self.lr_mult) - set(self.train_layers))
+        if untrained:
+            raise RunError('--lr-mult names %s but --train-layers does not: train the layer or '
+                           'drop its multiplier' % ', '.join(untrained))
+
+
+def lr_multipliers(spec):
+    """Learning-rate multipliers as {layer: [weights, biases]} from `spec`: a dict like setting.py's
+    LR_MULT ({'fc8': (10, 20)} or {'fc8': 10}) or --lr-mult's text ('fc8=10,fc7=2/4'). A layer
+    given one number gets twice it for its biases, as in Caffe's zoo recipes. ValueError for
+    anything else."""
+    if isinstance(spec, str):
+        spec = dict(item.split('=', 1) if '=' in item else (item, '')
+                    for item in (part.strip() for part in spec.split(',')) if item)
+        spec = {layer: value.split('/') for layer, value in spec.items()}
+    result = {}
+    for layer, value in spec.items():
+        values = [value] if isinstance(value, (int, float, str)) else list(value)
+        try:
+            numbers = [float(v) for v in values]
+        except ValueError:
+            numbers = []
+        if layer not in netspec.LAYER_NAMES or len(numbers) not in (1, 2) or \
+                not all(0 < n < float('inf') for n in numbers):
+            raise ValueError('%s=%s: expected LAYER=WEIGHTS or LAYER=WEIGHTS/BIASES with positive '
+                             'numbers and a layer of %s (e.g. fc8=10)'
+                             % (layer, '/'.join(map(str, values)), ', '.join(netspec.LAYER_NAMES)))
+        result[layer] = numbers if len(numbers) == 2 else [numbers[0], 2 * numbers[0]]
+    return result
 
 
 # Settings that change what an epoch computes: a run dir can only be resumed with the same ones.
-RECIPE_KEYS = ('batch_size', 'learning_rate', 'lr_decay', 'weight_decay', 'keep_prob',
+RECIPE_KEYS = ('batch_size', 'learning_rate', 'lr_decay', 'weight_decay', 'lr_mult', 'keep_prob',
                'train_layers', 'skip_layers', 'flip', 'seed')
+# ... and their values in runs from before they existed
+RECIPE_DEFAULTS = {'lr_mult': {}}
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -222,7 +254,8 @@ def open_run(settings):
     if rows and os.path.exists(settings_path):
         with open(settings_path) as f:
             saved = json.load(f)
-        changed = [key for key in RECIPE_KEYS if saved.get(key) != current[key]]
+        changed = [key for key in RECIPE_KEYS
+                   if saved.get(key, RECIPE_DEFAULTS.get(key)) != current[key]]
         if changed:
             raise RunError('%s was trained with other %s (%s): use a new --run-dir, or the same '
                            'settings to resume' % (run_dir, ', '.join(changed), ', '.join(
@@ -275,3 +308,11 @@ def read_model(run_dir):
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunError('%s is damaged (%s): rerun the training command with --run-dir %s to '
                        'write it again' % (path, error, run_dir)) from None
+
+
+def recorded_model(run_dir, classes):
+    """The Model recorded in a run dir; for a run from before runs recorded it, bvlc_alexnet with
+    `classes` (the only model such runs could train)."""
+    if os.path.exists(os.path.join(run_dir, MODEL_FILE)):
+        return read_model(run_dir)
+    return Model(list(classes), netspec.BVLC_ALEXNET.with_classes(len(classes)))

@@ -36,6 +36,10 @@ EPOCHS = 20
 LEARNING_RATE = 1e-4        # plain SGD
 LR_DECAY = 0.99             # learning rate multiplied by this once per epoch
 WEIGHT_DECAY = 1e-3         # L2: WEIGHT_DECAY * sum(w**2)/2 over the trained layers' weights
+# Per-layer learning-rate multipliers, Caffe's lr_mult, as {layer: (weights, biases)}; a layer
+# not named here gets 1 and 1 (the seed's recipe: {}). Caffe's zoo fine-tuning recipes give the
+# new last layer {'fc8': (10, 20)}. Flag: --lr-mult fc8=10 (biases then get twice: 20).
+LR_MULT = {}
 KEEP_PROB = 0.5             # dropout keep probability before fc7 and fc8 while training
 FLIP = True                 # random up/down and left/right flips of training images
 SEED = 42                   # graph-level TF seed and the order of training batches

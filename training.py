@@ -50,7 +50,7 @@ def lowest_trained(train_layers):
     return min(train_layers, key=netspec.LAYER_NAMES.index)
 
 
-def cache_decision(settings):
+def cache_decision(settings, structure=netspec.BVLC_ALEXNET):
     """(use the cache?, why) for the log."""
     names = netspec.LAYER_NAMES
     boundary_layer = lowest_trained(settings.train_layers)
@@ -63,7 +63,7 @@ def cache_decision(settings):
     frozen_range = '-'.join((frozen[0], frozen[-1])) if len(frozen) > 1 else frozen[0]
     return True, ('feature cache on: %s frozen and %s, so %s (the input of %s) is computed once '
                   'per image%s' % (frozen_range, augment,
-                                   netspec.BVLC_ALEXNET.boundary(boundary_layer), boundary_layer,
+                                   structure.boundary(boundary_layer), boundary_layer,
                                    ' and flip variant' if settings.flip else ''))
 
 
@@ -86,9 +86,8 @@ class TrainingGraph:
     trained layers; in cache mode also the frozen layers (to extract features and to keep them in
     every checkpoint) and the classifier above them on fed feature batches."""
 
-    def __init__(self, settings, num_classes, train_count, cached):
-        structure = netspec.BVLC_ALEXNET.with_classes(num_classes)
-        self.cached = cached
+    def __init__(self, settings, structure, mean, train_count, cached):
+        self.structure, self.cached = structure, cached
         self.boundary_layer = lowest_trained(settings.train_layers)
         self.variants = {'train': records.FLIP_VARIANTS if settings.flip else 1,
                          'validation': 1, 'test': 1}
@@ -110,8 +109,8 @@ class TrainingGraph:
                     records.without_autotune(dataset.batch(batch).prefetch(2)))
 
             self.train_init = initializer(records.training_dataset(
-                data_dir, train_count, self.epoch_seed, settings.flip), settings.batch_size)
-            self.eval_init = {split: initializer(records.make_dataset(data_dir, split),
+                data_dir, train_count, self.epoch_seed, settings.flip, mean), settings.batch_size)
+            self.eval_init = {split: initializer(records.make_dataset(data_dir, split, mean),
                                                  graph.EVAL_BATCH)
                               for split in ('validation', 'test')}
             images, self.iterator_labels, self.paths = self.iterator.get_next()
@@ -119,7 +118,7 @@ class TrainingGraph:
             if cached:
                 self.features = graph.features(images, structure, self.boundary_layer)
                 self.extract_init = {
-                    split: initializer(records.variants_dataset(data_dir, split, variants),
+                    split: initializer(records.variants_dataset(data_dir, split, variants, mean),
                                        graph.EVAL_BATCH)
                     for split, variants in self.variants.items()}
                 order = tf1.data.make_initializable_iterator(records.without_autotune(
@@ -137,7 +136,7 @@ class TrainingGraph:
 
             self.scores = graph.scores(logits, self.labels)
             recipe = graph.Recipe(tuple(settings.train_layers), settings.learning_rate,
-                                  settings.lr_decay, settings.weight_decay)
+                                  settings.lr_decay, settings.weight_decay, settings.lr_mult)
             self.train_op, self.learning_rate = graph.train_op(
                 self.scores.mean_loss, recipe, math.ceil(train_count / settings.batch_size),
                 self.graph)
@@ -157,20 +156,37 @@ def start(settings):
         % (len(classes), counts['train'], counts['validation'], counts['test'],
            settings.data_dir))
     rows = rundir.open_run(settings)
-    rundir.write_model(settings.run_dir, rundir.Model(
-        classes, netspec.BVLC_ALEXNET.with_classes(len(classes)), alexnet.MEAN_BGR))
-    weights = None if rows else read_pretrained(settings, len(classes))
-    cached, why = cache_decision(settings)
+    if rows:   # resuming: the checkpoints hold the weights, the run dir the model
+        weights = None
+        description = recorded_model(settings.run_dir, classes, settings.data_dir)
+    else:
+        weights = read_pretrained(settings, len(classes))
+        description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
+                                   weights.mean)
+    rundir.write_model(settings.run_dir, description)
+    cached, why = cache_decision(settings, description.structure)
     log(why)
-    return Run(settings, classes, counts, rows, weights, cached)
+    return Run(settings, description, counts, rows, weights, cached)
+
+
+def recorded_model(run_dir, classes, data_dir):
+    """The model a run dir records; a RunError if its classes are not those of the records."""
+    recorded = rundir.recorded_model(run_dir, classes)
+    if recorded.classes != classes:
+        raise RunError('%s was trained on other classes than labels.txt in %s lists (%d then, %d '
+                       'now): use a new --run-dir, or the records it was trained on'
+                       % (run_dir, data_dir, len(recorded.classes), len(classes)))
+    return recorded
 
 
 class Run:
     """A run's session: train an epoch, validate, save, log scalars, test the best epoch."""
 
-    def __init__(self, settings, classes, counts, rows, weights, cached):
-        self.settings, self.classes, self.counts, self.rows = settings, classes, counts, rows
-        self.model = TrainingGraph(settings, len(classes), counts['train'], cached)
+    def __init__(self, settings, description, counts, rows, weights, cached):
+        self.settings, self.counts, self.rows = settings, counts, rows
+        self.classes = description.classes
+        self.model = TrainingGraph(settings, description.structure, description.mean,
+                                   counts['train'], cached)
         run_dir, done = settings.run_dir, len(rows)
         with self.model.graph.as_default():   # the TF1 writer refuses to be made eagerly
             self.writer = tf1.summary.FileWriter(run_dir, self.model.graph if not done else None)
@@ -311,7 +327,7 @@ class Run:
     def _feature_cache(self):
         """The feature cache for every split: loaded if a matching one exists, else computed."""
         settings, model = self.settings, self.model
-        structure = netspec.BVLC_ALEXNET
+        structure = model.structure
         shape = structure.boundary_shape(model.boundary_layer)
         below = structure.names[:structure.index(model.boundary_layer)]
         random_below = sorted(set(settings.skip_layers) & set(below))

@@ -134,7 +134,8 @@ def fineturn_settings(data_dir, weights, run_dir, *extra):
 def loaded_model(settings, cached):
     """training.TrainingGraph for `settings` in a session, weights loaded as a run loads them."""
     classes, counts = records.read_inputs(settings.data_dir)
-    model = training.TrainingGraph(settings, len(classes), counts['train'], cached)
+    model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(len(classes)),
+                                   alexnet.MEAN_BGR, counts['train'], cached)
     session = tf1.Session(graph=model.graph)
     alexnet.load_weights(session, training.read_pretrained(settings, len(classes)),
                          skip_layers=settings.skip_layers)

@@ -1,4 +1,5 @@
-"""python -m caffe_to_npy DEPLOY.prototxt MODEL.caffemodel OUT.npz [--legacy-npy] [--verify IMAGE ...]"""
+"""python -m caffe_to_npy DEPLOY.prototxt MODEL.caffemodel OUT.npz [--mean MEAN.binaryproto |
+    --mean-values B G R] [--labels FILE] [--legacy-npy] [--verify IMAGE ...]"""
 import argparse
 import os
 import sys
@@ -7,7 +8,8 @@ import environment
 from errors import UserError
 
 from . import TOLERANCE
-from .converter import convert_file
+from .converter import (convert_file, describe_mean, describe_structure, read_labels,
+                        read_mean)
 from .errors import ConversionError
 
 EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
@@ -19,12 +21,26 @@ def _parser():
         description='Convert a Caffe model (deploy .prototxt + .caffemodel, V1 or new format) to '
                     'float32 weights in TensorFlow layouts: conv HWIO, fc (in, out), fc6 rows '
                     'reordered from C,H,W to H,W,C. Writes an .npz with keys <layer>/weights and '
-                    '<layer>/biases (np.load(path, allow_pickle=False)).',
+                    '<layer>/biases (np.load(path, allow_pickle=False)) and the model\'s '
+                    'description: its structure (the order of ReLU, LRN and pooling, their '
+                    'parameters, the sizes), its mean and optionally its class names. Networks '
+                    'of the AlexNet family only: bvlc_alexnet, bvlc_reference_caffenet, the '
+                    'Places AlexNets and their fine-tuned descendants.',
         epilog='example: python -m caffe_to_npy bvlc_alexnet/deploy.prototxt '
                'bvlc_alexnet.caffemodel weights/bvlc_alexnet.npz --verify photo.jpg')
     parser.add_argument('prototxt', help='the deploy .prototxt (network structure)')
     parser.add_argument('caffemodel', help='the binary .caffemodel (weights)')
     parser.add_argument('out', help='output file: .npz, or .npy with --legacy-npy')
+    means = parser.add_mutually_exclusive_group()
+    means.add_argument('--mean', metavar='MEAN.binaryproto',
+                       help='the mean image the model was trained with (Caffe BlobProto, '
+                            '3 x 256 x 256 BGR, e.g. imagenet_mean.binaryproto); subtracted at '
+                            'the same 227 window as the crop')
+    means.add_argument('--mean-values', nargs=3, type=float, metavar=('B', 'G', 'R'),
+                       help='a per-channel BGR mean (default: ImageNet\'s 104 117 123)')
+    parser.add_argument('--labels', metavar='FILE',
+                        help='class names, one per line and per output of the last layer '
+                             '(e.g. synset_words.txt), stored in the weights file')
     parser.add_argument('--legacy-npy', action='store_true',
                         help='write the pickled dict-of-dicts .npy older ports read '
                              "({'conv1': {'weights': W, 'biases': b}, ...}; loading it needs "
@@ -42,6 +58,11 @@ def _print_summary(summary):
         print('  %-6s %s' % (name, '  '.join('%s %s' % (key, tuple(shape)) for key, shape in arrays)))
     if summary.ignored:
         print('  not in the prototxt, not converted: %s' % ', '.join(summary.ignored))
+    for old, new in summary.renamed.items():
+        print('  %s is stored as %s' % (old, new))
+    print('structure: %s' % describe_structure(summary.structure))
+    print('%s; %s' % (describe_mean(summary.mean), '%d labels' % len(summary.labels)
+                      if summary.labels else 'no labels'))
     print('%d layers, %s parameters (%.1f MB float32) -> %s (%s) in %.2f s' % (
         len(summary.layers), format(summary.parameters, ','), summary.parameters * 4 / 1e6,
         summary.path, summary.format, summary.seconds))
@@ -49,6 +70,8 @@ def _print_summary(summary):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    mean = read_mean(args.mean) if args.mean else args.mean_values
+    labels = read_labels(args.labels) if args.labels else None
     check = None
     if args.verify:
         missing = [p for p in args.verify if not os.path.isfile(p)]
@@ -66,7 +89,7 @@ def main(argv=None):
                 raise _Mismatch()
     try:
         summary = convert_file(args.prototxt, args.caffemodel, args.out,
-                               legacy_npy=args.legacy_npy, check=check)
+                               legacy_npy=args.legacy_npy, check=check, mean=mean, labels=labels)
     except _Mismatch:
         summary = None
     if args.verify:

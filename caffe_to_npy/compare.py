@@ -60,22 +60,24 @@ def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
     return {name: results[name].reshape(len(images), -1) for name in outputs}
 
 
-def load_images(image_paths):
+def load_images(image_paths, mean=alexnet.MEAN_BGR):
     """Preprocess with alexnet.load_image (the one preprocessing shared with validation)."""
     if not image_paths:
         raise ConversionError('--verify needs at least one image')
-    return np.stack([alexnet.load_image(path) for path in image_paths])
+    return np.stack([alexnet.load_image(path, mean) for path in image_paths])
 
 
 def verify(prototxt, caffemodel, weights_path, image_paths, allow_pickle=False):
-    """Compare our graph on `weights_path` with OpenCV's Caffe forward of prototxt + caffemodel.
+    """Compare our graph on `weights_path` with OpenCV's Caffe forward of prototxt + caffemodel,
+    on images preprocessed with the weights file's mean.
 
     Returns {'fc8': rel diff, 'prob': rel diff, 'top1_agreement': fraction, 'images': n,
     'tolerance': TOLERANCE, 'ok': bool}; relative diff = max|ours - caffe| / max|caffe|.
     """
-    images = load_images(image_paths)
+    weights = alexnet.read_weights(weights_path, allow_pickle=allow_pickle)
+    images = load_images(image_paths, weights.mean)
     reference = caffe_forward(prototxt, caffemodel, images)
-    ours = tf_forward(weights_path, images, allow_pickle=allow_pickle)
+    ours = tf_forward(weights, images)
     result = {name: relative_difference(ours[name], reference[name]) for name in OUTPUTS}
     result['top1_agreement'] = float(np.mean(ours['prob'].argmax(1) ==
                                              reference['prob'].argmax(1)))

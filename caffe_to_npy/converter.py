@@ -5,16 +5,17 @@ prototxt; blobs come from the caffemodel, matched by layer name. Layout changes 
 WEIGHT_LAYOUTS below. Output keys are `<layer>/weights` and `<layer>/biases`.
 """
 import collections
+import dataclasses
+import json
 import os
-import pickle
 import time
-import zipfile
 
 import numpy as np
 from google.protobuf import text_format
 
 import netspec
 from atomicfile import atomic_path
+import weights_file
 
 from . import caffe_pb
 from .caffemodel import CaffeModel
@@ -80,15 +81,21 @@ def _pool_params(layer, name):
     }
 
 
+def _decimal(value):
+    """A protobuf float as the shortest decimal that is the same float32: 1e-4, not
+    9.999999747378752e-05."""
+    return float(str(np.float32(value)))
+
+
 def _lrn_params(layer, name):
     p = layer.lrn_param
     region = caffe_pb.LRNParameter.DESCRIPTOR.enum_types_by_name['NormRegion']
-    return {'local_size': p.local_size, 'alpha': p.alpha, 'beta': p.beta, 'k': p.k,
-            'norm_region': region.values_by_number[p.norm_region].name}
+    return {'local_size': p.local_size, 'alpha': _decimal(p.alpha), 'beta': _decimal(p.beta),
+            'k': _decimal(p.k), 'norm_region': region.values_by_number[p.norm_region].name}
 
 
 def _dropout_params(layer, name):
-    return {'dropout_ratio': layer.dropout_param.dropout_ratio}
+    return {'dropout_ratio': _decimal(layer.dropout_param.dropout_ratio)}
 
 
 _PARAMS = {'Convolution': _conv_params, 'InnerProduct': _ip_params, 'Pooling': _pool_params,
@@ -193,6 +200,104 @@ class Net:
             if layer.name == name:
                 return layer
         raise KeyError(name)
+
+
+# --- the network's structure, for the AlexNet family -----------------------------------------
+_OPS = {'ReLU', 'LRN', 'Pooling', 'Dropout'}
+_PASSED = {'Input', 'Data', 'ImageData', 'MemoryData', 'HDF5Data', 'DummyData', 'WindowData',
+           'Flatten', 'Softmax', 'Silence', 'Split', 'Accuracy', 'SoftmaxWithLoss'}
+
+
+def _square(values, what, layer):
+    if len(set(values)) != 1:
+        raise netspec.StructureError('%s has a %s of %s (the family\'s are square)'
+                                     % (layer.name, what, ' x '.join(map(str, values))))
+    return values[0]
+
+
+def _op(layer):
+    """The netspec op of a ReLU, LRN, Pooling or Dropout layer."""
+    p = layer.params
+    if layer.type == 'ReLU':
+        return netspec.ReLU()
+    if layer.type == 'Dropout':
+        return netspec.Dropout(p['dropout_ratio'])
+    if layer.type == 'LRN':
+        if p['norm_region'] != 'ACROSS_CHANNELS':
+            raise netspec.StructureError('%s normalises %s (the family across channels)'
+                                         % (layer.name, p['norm_region']))
+        return netspec.LRN(p['local_size'], p['alpha'], p['beta'], p['k'])
+    if p['pool'] != 'MAX' or p['global_pooling']:
+        raise netspec.StructureError('%s is %s pooling (the family max-pools)' % (
+            layer.name, 'global' if p['global_pooling'] else p['pool']))
+    if any(p['pad']):
+        raise netspec.StructureError('%s pads its pooling (the family does not)' % layer.name)
+    return netspec.MaxPool(_square(p['kernel'], 'pooling window', layer),
+                           _square(p['stride'], 'pooling stride', layer))
+
+
+def _structure(net):
+    """(netspec.Structure, {prototxt name: family name}) of `net`, or a StructureError."""
+    layers, renamed, top = [], {}, None
+    for layer in net.layers:
+        weighted = layer.type in ('Convolution', 'InnerProduct')
+        if top is not None and (weighted or layer.type in _OPS) and layer.bottoms[:1] != (top,):
+            raise netspec.StructureError('%s reads %s, not the output of the layer before it (the '
+                                         'family is a chain)' % (layer.name, layer.bottoms))
+        if weighted:
+            index = len(layers)
+            name = netspec.FAMILY_NAMES[index] if index < len(netspec.FAMILY_NAMES) \
+                else layer.name
+            p = layer.params
+            if not p['bias_term']:
+                raise netspec.StructureError('%s has no bias (the family\'s layers all do)'
+                                             % layer.name)
+            if layer.type == 'Convolution':
+                if p['dilation'] != (1, 1):
+                    raise netspec.StructureError('%s is dilated' % layer.name)
+                entry = netspec.Layer(name, 'conv', p['num_output'],
+                                      _square(p['kernel'], 'kernel', layer),
+                                      _square(p['stride'], 'stride', layer),
+                                      _square(p['pad'], 'padding', layer), p['group'])
+            else:
+                entry = netspec.Layer(name, 'fc', p['num_output'])
+            if not layers:
+                if layer.input_shape is None or len(layer.input_shape) != 3:
+                    raise netspec.StructureError('the input shape of %s is unknown' % layer.name)
+                channels, height, width = layer.input_shape
+                if height != width:
+                    raise netspec.StructureError('a %dx%d input (the family\'s is square)'
+                                                 % (height, width))
+            layers.append([entry, []])
+            if layer.name != name:
+                renamed[layer.name] = name
+            top = layer.tops[0]
+        elif layer.type in _OPS:
+            if not layers:
+                raise netspec.StructureError('%s (%s) comes before the first convolution'
+                                             % (layer.name, layer.type))
+            layers[-1][1].append(_op(layer))
+            top = layer.tops[0]
+        elif layer.type not in _PASSED:
+            raise netspec.StructureError(
+                'layer %s is of type %s (the family has convolutions, inner products, ReLU, LRN, '
+                'max pooling, dropout and a softmax)' % (layer.name, layer.type))
+    if not layers:
+        raise netspec.StructureError('no convolution or inner-product layers')
+    structure = netspec.Structure(
+        tuple(dataclasses.replace(entry, ops=tuple(ops)) for entry, ops in layers),
+        input_size=height, input_channels=channels)
+    return netspec.check_family(structure), renamed
+
+
+def structure_of(net):
+    """(netspec.Structure, {prototxt name: family name}) of a Net in the AlexNet family: its
+    layers named conv1..fc8 by position. A ConversionError that says what differs otherwise."""
+    try:
+        return _structure(net)
+    except netspec.StructureError as error:
+        raise ConversionError('%s is not a network of the AlexNet family: %s' % (net.path, error)) \
+            from None
 
 
 def _parse_prototxt(path):
@@ -342,36 +447,76 @@ def convert(prototxt, caffemodel):
         return result
 
 
-# --- writing --------------------------------------------------------------------------------
-def _write_npz(f, items):
-    # What np.savez does, one array at a time so only one converted layer is alive at once.
-    with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, key, array in items:
-            with zf.open('%s/%s.npy' % (name, key), 'w', force_zip64=True) as member:
-                np.lib.format.write_array(member, array, allow_pickle=False)
+# --- the model's mean and class names --------------------------------------------------------
+def read_mean(path):
+    """A Caffe mean file (a BlobProto, e.g. imagenet_mean.binaryproto: 1 x 3 x 256 x 256, C,H,W,
+    BGR) -> float32 (256, 256, 3) BGR image."""
+    try:
+        with open(path, 'rb') as f:
+            blob = caffe_pb.BlobProto.FromString(f.read())
+    except OSError as e:
+        raise ConversionError('cannot read the mean file %s: %s' % (path, e.strerror)) from None
+    except Exception as e:   # protobuf's DecodeError and kin
+        raise ConversionError('%s is not a Caffe mean file (a BlobProto .binaryproto): %s'
+                              % (path, e)) from None
+    if blob.HasField('shape'):
+        dims = tuple(int(d) for d in blob.shape.dim)
+    else:
+        dims = (blob.num, blob.channels, blob.height, blob.width)
+    values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float32)
+    dims = _strip_ones(dims)
+    if dims != (3, 256, 256) or values.size != 3 * 256 * 256:
+        raise ConversionError('%s holds a mean of shape %s with %d values: expected 3 x 256 x 256 '
+                              '(BGR, the size images are resized to before the 227 crop)'
+                              % (path, dims, values.size))
+    return values.reshape(3, 256, 256).transpose(1, 2, 0).copy()
 
 
-def _write_legacy_npy(f, items):
-    # The pickled dict of dicts other ports read: np.load(path, allow_pickle=True).item().
-    weights = {}
-    for name, key, array in items:
-        weights.setdefault(name, {})[key] = np.array(array, dtype=np.float32, order='K')
-    holder = np.empty((), dtype=object)
-    holder[()] = weights
-    np.lib.format.write_array_header_1_0(f, {'descr': '|O', 'fortran_order': False, 'shape': ()})
-    pickler = pickle.Pickler(f, protocol=4)  # protocol 4: readable by Python >= 3.4
-    pickler.fast = True  # no memo: each array's pickled bytes are freed once written
-    pickler.dump(holder)
+def read_labels(path):
+    """Class names, one per non-empty line (e.g. synset_words.txt, categories_places365.txt)."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            return [line.strip() for line in f if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConversionError('cannot read the labels file %s: %s'
+                              % (path, getattr(e, 'strerror', None) or e)) from None
 
 
-Summary = collections.namedtuple('Summary', 'path layers parameters seconds format ignored')
+def describe_mean(mean):
+    mean = np.asarray(mean)
+    if mean.ndim == 1:
+        return 'mean values B %g G %g R %g' % tuple(mean)
+    return 'mean image %dx%d (per channel on average B %.2f G %.2f R %.2f)' % (
+        (mean.shape[0], mean.shape[1]) + tuple(mean.reshape(-1, 3).mean(0)))
 
 
-def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None):
+def describe_structure(structure):
+    """'conv1 relu-lrn-pool, conv2 ..., fc6 relu-dropout, ...': the order of each layer's ops."""
+    return ', '.join('%s %s' % (layer.name, '-'.join(op.kind for op in layer.ops) or '-')
+                     for layer in structure.layers)
+
+
+Summary = collections.namedtuple('Summary', 'path layers parameters seconds format ignored '
+                                            'structure mean labels renamed')
+
+
+def _layout(structure):
+    """What a file without a description is read as (bvlc_alexnet's), widths aside: those are
+    checked against the arrays when the weights are loaded."""
+    return [(layer.kind, layer.kernel, layer.stride, layer.pad, layer.group, layer.ops)
+            for layer in structure.layers]
+
+
+def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, mean=None,
+                 labels=None):
     """Convert and write atomically. Returns a Summary.
 
-    `check(tmp_path)`, if given, runs on the complete temporary file before it replaces
-    `out_path` (the CLI's --verify); if it raises, nothing is left behind.
+    The prototxt must describe a network of the AlexNet family (netspec.check_family); its
+    structure, `mean` (3 BGR values or a 256x256x3 BGR image; default the ImageNet mean) and
+    `labels` (class names, one per fc8 output; optional) are recorded in the .npz next to the
+    arrays, whose layers are named conv1..fc8 by position. `check(tmp_path)`, if given, runs on
+    the complete temporary file before it replaces `out_path` (the CLI's --verify); if it raises,
+    nothing is left behind.
     """
     want = '.npy' if legacy_npy else '.npz'
     if not out_path.endswith(want):
@@ -380,27 +525,46 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None):
             ' (or pass --legacy-npy for a pickled .npy)'))
     start = time.perf_counter()
     net = Net(prototxt)
+    mean = netspec.MEAN_BGR if mean is None else mean
     with CaffeModel(caffemodel) as model:
         steps = plan(net, model)
+        structure, renamed = structure_of(net)
+        if labels is not None and len(labels) != structure.num_classes:
+            raise ConversionError('%d labels for the %d outputs of %s: give one class name per '
+                                  'output' % (len(labels), structure.num_classes,
+                                              structure.layers[-1].name))
+        if legacy_npy and (_layout(structure) != _layout(netspec.BVLC_ALEXNET)
+                           or not np.array_equal(mean, netspec.MEAN_BGR) or labels is not None):
+            raise ConversionError('--legacy-npy files hold arrays only, and this model differs '
+                                  'from bvlc_alexnet (its structure, mean or labels): write an '
+                                  '.npz, which records them')
+        try:
+            meta = weights_file.description(structure, mean, labels)
+        except ValueError as e:
+            raise ConversionError('the mean: %s' % e) from None
         shapes = []
         converted = {layer.name for layer, _ in steps}
         ignored = [l.name for l in model.layers if l.blobs and l.name not in converted]
-        writer = _write_legacy_npy if legacy_npy else _write_npz
         directory = os.path.dirname(os.path.abspath(out_path))
         if not os.path.isdir(directory):
             raise ConversionError('output directory %s does not exist: create it first' % directory)
+        arrays = ((renamed.get(name, name), key, array)
+                  for name, key, array in _iter_arrays(steps, model, shapes))
         try:
             with atomic_path(out_path, check) as tmp:
                 with open(tmp, 'wb') as f:
-                    writer(f, _iter_arrays(steps, model, shapes))
-                del steps
+                    if legacy_npy:
+                        weights_file.write_legacy_npy(f, arrays)
+                    else:
+                        weights_file.write_npz(f, arrays, meta)
+                del steps, arrays
                 seconds = time.perf_counter() - start   # the conversion, not the --verify check
         except OSError as e:
             raise ConversionError('cannot write %s: %s' % (out_path, e.strerror or e)) from None
     layers = collections.OrderedDict()
     for name, key, shape in shapes:
-        layers.setdefault(name, []).append((key, shape))
+        layers.setdefault(renamed.get(name, name), []).append((key, shape))
     parameters = sum(int(np.prod(shape)) for _, _, shape in shapes)
     return Summary(out_path, list(layers.items()), parameters, seconds,
-                   'legacy-npy' if legacy_npy else 'npz', ignored)
-
+                   'legacy-npy' if legacy_npy else 'npz', ignored, structure,
+                   weights_file.mean_array(mean), labels, renamed)

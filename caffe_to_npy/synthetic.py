@@ -7,6 +7,7 @@ zoo's file (`layers`, enum types, 4-D legacy blob dims, fc weights 1x1xOUTxIN, p
 net's data and loss layers) or in the new format (`layer`, string types, BlobShape). `width` < 1 shrinks every hidden width for fast unit tests.
 
     python -m caffe_to_npy.synthetic OUT_DIR [--format v1|new] [--num-classes N] [--seed S]
+        [--caffenet] [--style input_layer|input_dim|input_shape|v1]
 """
 import argparse
 import dataclasses
@@ -130,22 +131,62 @@ def _fill_layer(layer, name, kind, bottom, top, params, v1):
                 setattr(param, key, value)
 
 
-def deploy_net(num_classes=1000, width=1.0, batch=10, base=netspec.BVLC_ALEXNET):
-    """The deploy NetParameter (new format, Input layer), as in bvlc_alexnet/deploy.prototxt."""
+PROTOTXT_STYLES = ('input_layer', 'input_dim', 'input_shape', 'v1')
+
+
+def deploy_net(num_classes=1000, width=1.0, batch=10, base=netspec.BVLC_ALEXNET,
+               style='input_layer'):
+    """The deploy NetParameter, in one of the model zoo's styles: `layer` blocks after an Input
+    layer (bvlc_alexnet/deploy.prototxt), `layer` blocks under a top-level `input`/`input_dim`
+    or `input`/`input_shape` header (Places365's deploy files), or V1 `layers` blocks with enum
+    types under an `input_dim` header (older zoo files)."""
+    if style not in PROTOTXT_STYLES:
+        raise ValueError('style must be one of %s, got %r' % (', '.join(PROTOTXT_STYLES), style))
     net = structure(num_classes, width, base)
+    dims = [batch, net.input_channels, net.input_size, net.input_size]
     message = caffe_pb.NetParameter(name='AlexNet')
-    data = message.layer.add(name='data', type='Input')
-    data.top.append('data')
-    data.input_param.shape.add().dim.extend([batch, net.input_channels, net.input_size,
-                                             net.input_size])
+    if style == 'input_layer':
+        data = message.layer.add(name='data', type='Input')
+        data.top.append('data')
+        data.input_param.shape.add().dim.extend(dims)
+    else:
+        message.input.append('data')
+        if style == 'input_shape':
+            message.input_shape.add().dim.extend(dims)
+        else:
+            message.input_dim.extend(dims)
+    v1 = style == 'v1'
     for spec in layers(net):
-        _fill_layer(message.layer.add(), *spec, v1=False)
+        _fill_layer(message.layers.add() if v1 else message.layer.add(), *spec, v1=v1)
     return message
 
 
-def write_prototxt(path, num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET):
+def write_prototxt(path, num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET,
+                   style='input_layer'):
     with open(path, 'w') as f:
-        f.write(text_format.MessageToString(deploy_net(num_classes, width, base=base)))
+        f.write(text_format.MessageToString(deploy_net(num_classes, width, base=base,
+                                                       style=style)))
+    return path
+
+
+def mean_image(seed=0):
+    """A plausible 256x256 BGR mean image, float32: per-channel levels near ImageNet's with a
+    smooth spatial variation of several units, as real mean images have."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256].astype(np.float32) / 255
+    levels = np.float32(netspec.MEAN_BGR) + rng.uniform(-6, 6, 3).astype(np.float32)
+    waves = [rng.uniform(4, 12) * np.sin(rng.uniform(1, 4) * xx + rng.uniform(0, 6))
+             * np.cos(rng.uniform(1, 4) * yy) for _ in range(3)]
+    return (levels + np.stack(waves, axis=-1)).astype(np.float32)
+
+
+def write_mean(path, mean):
+    """Write a (256, 256, 3) BGR mean as Caffe's mean file: a BlobProto with legacy dims
+    1 x 3 x 256 x 256 holding C,H,W floats (imagenet_mean.binaryproto's layout)."""
+    blob = caffe_pb.BlobProto(num=1, channels=3, height=mean.shape[0], width=mean.shape[1])
+    blob.data.extend(np.asarray(mean, np.float32).transpose(2, 0, 1).ravel().tolist())
+    with open(path, 'wb') as f:
+        f.write(blob.SerializeToString())
     return path
 
 
@@ -212,15 +253,15 @@ def write_caffemodel(path, weights, num_classes=1000, width=1.0, fmt='v1',
 
 
 def write_alexnet(directory, num_classes=1000, seed=0, fmt='v1', width=1.0, name=None,
-                  base=netspec.BVLC_ALEXNET):
-    """Write <name>.prototxt (deploy) and <name>.caffemodel of the network `base` (bvlc_alexnet's
-    by default); return their paths.
+                  base=netspec.BVLC_ALEXNET, style='input_layer'):
+    """Write <name>.prototxt (deploy, in prototxt `style`) and <name>.caffemodel of the network
+    `base` (bvlc_alexnet's by default); return their paths.
 
     name defaults to 'alexnet_<fmt>'. Full width takes ~1 s and 244 MB of disk.
     """
     name = name or 'alexnet_%s' % fmt
     prototxt = write_prototxt(os.path.join(directory, name + '.prototxt'), num_classes, width,
-                              base)
+                              base, style)
     caffemodel = write_caffemodel(os.path.join(directory, name + '.caffemodel'),
                                   random_weights(num_classes, seed, width, base), num_classes,
                                   width, fmt, base)
@@ -239,10 +280,20 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--width', type=float, default=1.0,
                         help='scale of the hidden widths; < 1 for tiny test models (default 1)')
+    parser.add_argument('--caffenet', action='store_true',
+                        help='CaffeNet\'s order (pooling before LRN) and a mean image '
+                             '(mean.binaryproto), like bvlc_reference_caffenet and the Places '
+                             'AlexNets')
+    parser.add_argument('--style', choices=PROTOTXT_STYLES, default='input_layer',
+                        help='prototxt style (default input_layer)')
     args = parser.parse_args(argv)
     os.makedirs(args.out_dir, exist_ok=True)
-    for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format, args.width):
+    base = netspec.CAFFENET if args.caffenet else netspec.BVLC_ALEXNET
+    for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format, args.width,
+                              base=base, style=args.style):
         print(path)
+    if args.caffenet:
+        print(write_mean(os.path.join(args.out_dir, 'mean.binaryproto'), mean_image(args.seed)))
 
 
 if __name__ == '__main__':

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
+import netspec
 from caffe_to_npy import ConversionError, Net, caffe_pb, convert, convert_file, synthetic
 from caffe_to_npy.caffemodel import CaffeModel
 
@@ -175,8 +176,13 @@ def test_npz_loads_without_pickle(tiny, tmp_path, fmt):
     summary = convert_file(*tiny[fmt], str(out))
     expected = _expected_tf(tiny['weights'])
     with np.load(out, allow_pickle=False) as data:
-        assert sorted(data.files) == sorted('%s/%s' % (n, k) for n in expected
-                                            for k in ('weights', 'biases'))
+        assert sorted(data.files) == sorted(['%s/%s' % (n, k) for n in expected
+                                             for k in ('weights', 'biases')]
+                                            + ['meta/mean', 'meta/structure.json'])
+        # the model's description: the prototxt's structure and the default mean
+        assert netspec.Structure.from_json(str(data['meta/structure.json'])) == \
+            synthetic.structure(CLASSES, WIDTH)
+        assert data['meta/mean'].tolist() == [104, 117, 123]
         for name, (w, b) in expected.items():
             np.testing.assert_array_equal(data[name + '/weights'], w)
             np.testing.assert_array_equal(data[name + '/biases'], b)

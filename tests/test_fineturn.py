@@ -13,6 +13,7 @@ import tensorflow as tf
 
 import alexnet
 import fineturn
+import netspec
 import records
 import report
 import rundir
@@ -183,7 +184,8 @@ def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_
     from tensorflow.core.framework import dataset_options_pb2
     settings = fineturn.settings_from(fineturn.parse_args(
         [str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)]))
-    model = training.TrainingGraph(settings, 5, 20, cached)
+    model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(5),
+                                   alexnet.MEAN_BGR, 20, cached)
     makers = [op for op in model.graph.get_operations() if op.type == 'MakeIterator']
     assert len(makers) == (7 if cached else 3)     # train, validation, test (+ 3 extraction, order)
     for op in makers:

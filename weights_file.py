@@ -1,0 +1,178 @@
+"""Weights files: float32 arrays in TensorFlow layouts and the description of their model.
+
+An `.npz` (written by `python -m caffe_to_npy`, read without pickle) holds
+  <layer>/weights, <layer>/biases   conv HWIO per group, fc (in, out), for conv1 .. fc8
+  meta/structure.json               the network's structure (netspec.Structure as JSON)
+  meta/mean                         the mean its images get: 3 BGR values or a 256x256x3 BGR image
+  meta/labels                       optional: the class names, one per fc8 output
+A file without meta/ entries (written before they existed, or a legacy pickled `.npy` of older
+ports, dict of dicts or dict of [W, b] lists) means bvlc_alexnet with the ImageNet mean.
+
+No TensorFlow here: the converter writes these files and alexnet.py feeds them into a graph.
+"""
+import itertools
+import os
+import pickle
+import zipfile
+
+import numpy as np
+
+import netspec
+from errors import UserError
+
+STRUCTURE_KEY = 'meta/structure.json'
+MEAN_KEY = 'meta/mean'
+LABELS_KEY = 'meta/labels'
+META_PREFIX = 'meta/'
+
+_NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'
+CONVERT_COMMAND = 'python -m caffe_to_npy deploy.prototxt model.caffemodel %s'
+
+
+class WeightsError(UserError):
+    """A weights file that can't be loaded; the message says what to do."""
+
+
+class Weights(dict):
+    """{layer: {'weights': array, 'biases': array}} of a weights file, with its model's
+    description: `structure` (netspec.Structure), `mean` (3 BGR values or a 256x256x3 BGR
+    image) and `labels` (the class names, or None)."""
+
+    def __init__(self, layers, structure=None, mean=netspec.MEAN_BGR, labels=None):
+        super().__init__(layers)
+        if structure is None:
+            fc8 = self.get('fc8', {}).get('biases')
+            classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim else None
+            structure = netspec.BVLC_ALEXNET.with_classes(classes or 1000)
+        self.structure, self.mean, self.labels = structure, mean, labels
+
+
+def mean_array(mean):
+    """A mean as float32: (3,) BGR values or a (256, 256, 3) BGR image; ValueError otherwise."""
+    mean = np.asarray(mean, np.float32)
+    if mean.shape not in ((3,), (256, 256, 3)) or not np.isfinite(mean).all():
+        raise ValueError('a mean is 3 BGR values or a 256x256x3 BGR image of finite numbers, '
+                         'got shape %s' % (mean.shape,))
+    return mean
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def read(path, allow_pickle=False):
+    """The Weights of a `.npz` (never unpickled) or, only with allow_pickle=True, of a legacy
+    pickled `.npy` dict (dict of dicts or dict of [W, b] lists, Python-2 pickles included)."""
+    if not os.path.isfile(path):
+        raise WeightsError('no weights file %s: convert the Caffe model with `%s`'
+                           % (path, CONVERT_COMMAND % path))
+    with open(path, 'rb') as f:
+        magic = f.read(6)
+    if magic.startswith(_ZIP_MAGIC):
+        return _read_npz(path)
+    if not (magic.startswith(_NPY_MAGIC) or magic.startswith(_PICKLE_MAGIC)):
+        raise WeightsError('%s is not a weights file (.npz from python -m caffe_to_npy, or a '
+                           'legacy pickled .npy)' % path)
+    if not allow_pickle:
+        raise WeightsError(
+            '%s is a pickled .npy: loading it runs code stored in the file. Convert the Caffe model '
+            'to .npz with `python -m caffe_to_npy`, or, if you trust where this file comes from, '
+            'pass --allow-pickle' % path)
+    return Weights(_read_pickled(path))
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            layers, meta = {}, {}
+            for key in data.files:
+                if key.startswith(META_PREFIX):
+                    meta[key] = data[key]
+                    continue
+                layer, _, kind = key.rpartition('/')
+                if kind not in ('weights', 'biases') or not layer:
+                    raise WeightsError('%s: unexpected key %r (expected <layer>/weights and '
+                                       '<layer>/biases)' % (path, key))
+                layers.setdefault(layer, {})[kind] = data[key]
+    except WeightsError:
+        raise
+    except Exception as error:   # zipfile.BadZipFile, truncated members, object arrays ...
+        raise WeightsError('%s: not a readable .npz weights file (%s)' % (path, error)) from None
+    return _described(path, layers, meta)
+
+
+def _described(path, layers, meta):
+    """Weights with the description in `meta` ({key: array}), checked."""
+    unknown = sorted(set(meta) - {STRUCTURE_KEY, MEAN_KEY, LABELS_KEY})
+    if unknown:
+        raise WeightsError('%s: unexpected key(s) %s' % (path, ', '.join(unknown)))
+    if not meta:
+        return Weights(layers)
+    try:
+        structure = netspec.check_family(netspec.Structure.from_json(str(meta[STRUCTURE_KEY])))
+        mean = mean_array(meta[MEAN_KEY])
+        labels = [str(name) for name in meta[LABELS_KEY]] if LABELS_KEY in meta else None
+        if labels is not None and len(labels) != structure.num_classes:
+            raise ValueError('%d labels for %d classes' % (len(labels), structure.num_classes))
+    except (KeyError, ValueError) as error:
+        raise WeightsError('%s: the model description is damaged (%s): convert the Caffe model '
+                           'again with `%s`' % (path, error, CONVERT_COMMAND % path)) from None
+    return Weights(layers, structure, mean, labels)
+
+
+def _read_pickled(path):
+    try:
+        data = np.load(path, allow_pickle=True, encoding='latin1').item()
+    except Exception as error:
+        raise WeightsError('%s: not a readable pickled weights dict (%s)' % (path, error)) from None
+    if not isinstance(data, dict):
+        raise WeightsError('%s: expected a dict of layers, found %s' % (path, type(data).__name__))
+    weights = {}
+    for layer, value in data.items():
+        layer = layer.decode('latin1') if isinstance(layer, bytes) else str(layer)
+        if isinstance(value, dict):
+            value = {(k.decode('latin1') if isinstance(k, bytes) else k): v
+                     for k, v in value.items()}
+            entry = {k: value[k] for k in ('weights', 'biases') if k in value}
+            extra = set(value) - {'weights', 'biases'}
+            if extra:
+                raise WeightsError('%s: layer %s has unexpected keys %s'
+                                   % (path, layer, sorted(extra)))
+        elif isinstance(value, (list, tuple)) and 1 <= len(value) <= 2:
+            entry = dict(zip(('weights', 'biases'), value))
+        else:
+            raise WeightsError('%s: layer %s is neither a dict nor a [weights, biases] list'
+                               % (path, layer))
+        weights[layer] = {k: np.asarray(v) for k, v in entry.items()}
+    return weights
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+def description(structure, mean=netspec.MEAN_BGR, labels=None):
+    """{key: array} of the meta/ entries for a model."""
+    meta = {STRUCTURE_KEY: np.array(structure.to_json()), MEAN_KEY: mean_array(mean)}
+    if labels is not None:
+        meta[LABELS_KEY] = np.array([str(name) for name in labels])
+    return meta
+
+
+def write_npz(f, items, meta):
+    """What np.savez does, one array at a time so that only one converted layer is alive at once:
+    `items` yields (layer, 'weights' or 'biases', array); `meta` is description()'s entries."""
+    arrays = (('%s/%s' % (name, key), array) for name, key, array in items)
+    with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, array in itertools.chain(arrays, meta.items()):
+            with zf.open(key + '.npy', 'w', force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def write_legacy_npy(f, items):
+    """The pickled dict of dicts other ports read: np.load(path, allow_pickle=True).item()."""
+    weights = {}
+    for name, key, array in items:
+        weights.setdefault(name, {})[key] = np.array(array, dtype=np.float32, order='K')
+    holder = np.empty((), dtype=object)
+    holder[()] = weights
+    np.lib.format.write_array_header_1_0(f, {'descr': '|O', 'fortran_order': False, 'shape': ()})
+    pickler = pickle.Pickler(f, protocol=4)  # protocol 4: readable by Python >= 3.4
+    pickler.fast = True  # no memo: each array's pickled bytes are freed once written
+    pickler.dump(holder)
