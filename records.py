@@ -117,10 +117,11 @@ def decode_bgr(encoded):
     return tf.reverse(tf.io.decode_png(encoded, channels=3), axis=[-1])
 
 
-def decode_example(serialized):
-    """A serialized record -> (preprocessed image, label, path), the model's input."""
+def decode_example(serialized, crops=None):
+    """A serialized record -> (preprocessed image, label, path), the model's input; with `crops`
+    (alexnet.TEN_CROPS) the image is its stack of crops (alexnet.preprocess_tensor)."""
     features = parse_example(serialized)
-    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']))
+    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']), crops=crops)
     return image, features['image/class/label'], features['image/path']
 
 
@@ -182,12 +183,13 @@ def without_autotune(dataset):
     return dataset.with_options(options)
 
 
-def make_dataset(records_dir, split):
+def make_dataset(records_dir, split, crops=None):
     """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
-    [227, 227, 3] preprocessed, label int64, path string. Decoding runs in a parallel map that
-    keeps the order; the caller batches."""
+    [227, 227, 3] preprocessed ([len(crops), 227, 227, 3] with `crops`), label int64, path string.
+    Decoding runs in a parallel map that keeps the order; the caller batches."""
     return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
-        decode_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        lambda serialized: decode_example(serialized, crops),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def training_dataset(records_dir, count, seed, flip):

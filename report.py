@@ -34,7 +34,7 @@ def per_class(matrix):
     return precision, recall, f1, support.astype(np.int64)
 
 
-def build_report(classes, labels, predicted, checkpoint):
+def build_report(classes, labels, predicted, checkpoint, crops=1):
     matrix = confusion_matrix(labels, predicted, len(classes))
     precision, recall, f1, support = per_class(matrix)
     return {
@@ -48,6 +48,7 @@ def build_report(classes, labels, predicted, checkpoint):
         'f1': f1.round(6).tolist(),
         'support': support.tolist(),
         'checkpoint': checkpoint,
+        'crops': crops,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
     }
 
 
@@ -68,12 +69,13 @@ def markdown_table(report):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(out_dir, classes, paths, labels, probabilities, checkpoint):
-    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png."""
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, crops=1):
+    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png; `crops`
+    is the number of views whose probabilities were averaged per image."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
-    report = build_report(classes, labels, predicted, checkpoint)
+    report = build_report(classes, labels, predicted, checkpoint, crops)
 
     def predictions(f):
         writer = csv.writer(f, lineterminator='\n')
