@@ -75,8 +75,14 @@ class Servable(tf.Module):
         side = self._structure.input_size
 
         def decode(data):   # each file has its own size: decode and preprocess one at a time
-            return self._preprocess(tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                                                       expand_animations=False))
+            # JPEG with the accurate integer DCT, as OpenCV's (and libjpeg's) default: the same
+            # pixels as --predict reads, where TF's default (the fast DCT) is off by a few levels
+            rgb = tf.cond(tf.io.is_jpeg(data),
+                          lambda: tf.io.decode_jpeg(data, channels=3,
+                                                    dct_method='INTEGER_ACCURATE'),
+                          lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                                     expand_animations=False))
+            return self._preprocess(rgb)
         images = tf.map_fn(decode, image_bytes,
                            fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
         return self._classify(images)

@@ -98,3 +98,24 @@ def tempered(trained, tiny_test_images, tmp_path_factory):
     rundir.save_json(os.path.join(run_dir, rundir.BEST_FILE),
                      {'epoch': 1, 'checkpoint': 'model.ckpt-1'})
     return run_dir
+
+
+@pytest.fixture(scope='session')
+def user_env():
+    """The environment a user's shell gives a command: without the TF_CPP_MIN_LOG_LEVEL and
+    CUDA_VISIBLE_DEVICES this file sets for the tests in this process."""
+    return {key: value for key, value in os.environ.items()
+            if key not in ('TF_CPP_MIN_LOG_LEVEL', 'CUDA_VISIBLE_DEVICES')}
+
+
+@pytest.fixture(scope='session')
+def exported(tempered, user_env, tmp_path_factory):
+    """(export dir, the finished process) of `python fineturn.py --export` of `tempered`."""
+    import subprocess
+    import sys
+    out_dir = str(tmp_path_factory.mktemp('exported') / 'alexnet' / '1')
+    process = subprocess.run([sys.executable, os.path.join(ROOT, 'fineturn.py'), '--export',
+                              out_dir, '--run-dir', tempered], cwd=ROOT, env=user_env,
+                             capture_output=True, text=True, timeout=600)
+    assert process.returncode == 0, process.stderr
+    return out_dir, process
