@@ -41,9 +41,9 @@ def layer_list(text):
 
 
 # Options of one mode only: {option: the modes it works with}
-MODE_OPTIONS = {'checkpoint': ('predict', 'export'), 'save_probs': ('predict',),
-                'save_csv': ('predict',), 'figure': ('predict',), 'overwrite': ('export',),
-                'ten_crop': ('predict', 'evaluate')}
+MODE_OPTIONS = {'checkpoint': ('predict', 'export'), 'top_k': ('predict',),
+                'save_probs': ('predict',), 'save_csv': ('predict',), 'figure': ('predict',),
+                'overwrite': ('export',), 'ten_crop': ('predict', 'evaluate')}
 
 
 def add_model_use_args(parser, modes):
@@ -57,8 +57,9 @@ def add_model_use_args(parser, modes):
     use.add_argument('--checkpoint',
                      help='the model to use instead: a checkpoint prefix, any of its files, or a '
                           'run dir (its best.json)')
-    use.add_argument('--top-k', type=int, default=setting.TOP_K,
-                     help='classes printed per image by --predict')
+    use.add_argument('--top-k', type=int,
+                     help='classes printed per image by --predict (default: %d, or the number of '
+                          'classes if fewer)' % setting.TOP_K)
     use.add_argument('--save-probs', metavar='OUT.npz',
                      help='--predict: write probs (N x classes float32), paths and classes')
     use.add_argument('--save-csv', metavar='OUT.csv',
@@ -121,7 +122,8 @@ def parse_args(argv=None):
     add_model_use_args(parser, modes)
     args = parser.parse_args(argv)
     for option, allowed in MODE_OPTIONS.items():
-        if getattr(args, option) and not any(getattr(args, mode) for mode in allowed):
+        given = getattr(args, option) is not None and getattr(args, option) is not False
+        if given and not any(getattr(args, mode) for mode in allowed):
             parser.error('--%s works only with %s' % (option.replace('_', '-'), ' or '.join(
                 '--' + mode for mode in allowed)))
     if args.epochs is None:

@@ -14,6 +14,7 @@ import classify
 import evaluation
 import graph
 import rundir
+import setting
 from rundir import RunError
 
 tf1 = tf.compat.v1
@@ -60,11 +61,14 @@ def checkpoint_classifier(prefix, model, crops=None):
     return classify.Classifier(session, images, probabilities, model.mean, crops)
 
 
-def predict(paths, run_dir, checkpoint=None, top_k=5, ten_crop=False, probs_out=None,
+def predict(paths, run_dir, checkpoint=None, top_k=None, ten_crop=False, probs_out=None,
             csv_out=None, figure_out=None):
-    """The --predict command: classify `paths` (files and folders), print and write the outputs.
-    Returns the exit status: 1 if an unreadable image was skipped, else 0."""
+    """The --predict command: classify `paths` (files and folders), print and write the outputs
+    (top_k classes per image; default setting.TOP_K or all classes if fewer). Returns the exit
+    status: 1 if an unreadable image was skipped, else 0."""
     prefix, model = open_model(run_dir, checkpoint)
+    if top_k is None:
+        top_k = min(setting.TOP_K, len(model.classes))
     paths = classify.input_paths(paths)
     crops = alexnet.TEN_CROPS if ten_crop else None
     print('model %s (%d classes: %s), %d image(s), %s'
