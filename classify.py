@@ -43,8 +43,8 @@ class ClassifyError(UserError):
 
 
 Result = collections.namedtuple('Result', 'probs paths unreadable')
-Result.__doc__ = """probs: (N, classes) float32 softmax rows; paths: the N classified images in input
-order; unreadable: [(path, message)] for images that could not be read (skipped)."""
+Result.__doc__ = """probs: (N, classes) float32 softmax rows; paths: the N classified images in
+input order; unreadable: [(path, message)] for images that could not be read (skipped)."""
 
 
 class Classifier:
@@ -185,7 +185,8 @@ def format_top_k(path, probs_row, names, k):
 # --- outputs -------------------------------------------------------------------------------------
 
 def _write_atomically(out, write):
-    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is left."""
+    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is
+    left."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         with atomic_path(out) as temporary:

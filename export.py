@@ -103,11 +103,12 @@ def run_figures(prefix):
     test, source = None, None
     for path in (os.path.join(run_dir, 'test_report.json'),
                  os.path.join(run_dir, 'evaluate-' + name, 'test_report.json')):
-        if not os.path.isfile(path):
+        try:
+            with open(path, encoding='utf-8') as f:
+                found = json.load(f)
+            tested = os.path.normpath(os.path.join(os.path.dirname(path), found['checkpoint']))
+        except (OSError, ValueError, KeyError, TypeError):   # absent or damaged: no test figure
             continue
-        with open(path, encoding='utf-8') as f:
-            found = json.load(f)
-        tested = os.path.normpath(os.path.join(os.path.dirname(path), found['checkpoint']))
         if tested == os.path.normpath(prefix) and found.get('crops', 1) == 1:
             test, source = found['accuracy'], path
             break

@@ -31,10 +31,11 @@ def open_model(run_dir, checkpoint=None):
     model = rundir.read_model(os.path.dirname(prefix))
     found = evaluation.checkpoint_classes(prefix)
     if found != len(model.classes):
-        raise RunError('%s has %s classes in fc8 but %s names %d: the checkpoint is not from this '
-                       'run; name a checkpoint of the run with --checkpoint'
-                       % (prefix, found or 'no', os.path.join(os.path.dirname(prefix),
-                                                              rundir.MODEL_FILE),
+        raise RunError('%s has %s classes in fc8 but %s names %d: that file was written for '
+                       'another dataset; rerun the training command that made the checkpoint to '
+                       'record it again, or use a checkpoint trained with it'
+                       % (prefix, found or 'no',
+                          os.path.join(os.path.dirname(prefix), rundir.MODEL_FILE),
                           len(model.classes)))
     return prefix, model
 

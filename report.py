@@ -57,6 +57,8 @@ def markdown_table(report):
     classes, matrix = report['classes'], report['confusion_matrix']
     lines = ['# Test report', '',
              'checkpoint: `%s`  ' % report['checkpoint'],
+             'crops: %d per image, softmax averaged  ' % report['crops'] if report['crops'] > 1
+             else 'crops: the centre crop  ',
              'accuracy: **%.4f** (%d / %d)' % (report['accuracy'], report['correct'], report['total']),
              '', 'Rows: true class; columns: predicted class (numbered as in the first column).', '',
              '| # | class | ' + ' | '.join(str(i) for i in range(len(classes))) + ' | recall |',
