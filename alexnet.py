@@ -26,6 +26,13 @@ tf1 = tf.compat.v1
 IMAGE_SIZE = netspec.BVLC_ALEXNET.input_size   # network input side, 227
 RESIZE_SIZE = 256                 # Caffe's recipe: resize to 256x256, then centre crop IMAGE_SIZE
 CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2   # 14: Caffe's centre crop rounds down
+# Crop windows of the 256x256 image as (top, left, mirrored): the centre one, and Caffe's
+# oversample (caffe/python/caffe/io.py): the four corners and the centre, then their mirrors.
+CENTRE_CROP = ((CROP_OFFSET, CROP_OFFSET, False),)
+_FAR = RESIZE_SIZE - IMAGE_SIZE   # 29: the far corners' offset
+TEN_CROPS = tuple((top, left, mirror) for mirror in (False, True)
+                  for top, left in ((0, 0), (0, _FAR), (_FAR, 0), (_FAR, _FAR),
+                                    (CROP_OFFSET, CROP_OFFSET)))
 MEAN_BGR = netspec.MEAN_BGR       # ImageNet mean per channel, BGR order like the weights
 NUM_IMAGENET_CLASSES = netspec.BVLC_ALEXNET.num_classes
 LAYER_NAMES = netspec.LAYER_NAMES
@@ -41,27 +48,35 @@ class ImageError(UserError):
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def mean_window(mean=MEAN_BGR):
-    """The mean to subtract from a centre crop, float32: a per-channel BGR mean (3,) as it is, or
-    a 256x256 BGR mean image (256, 256, 3) cut to the crop's window, as Caffe's data layer does."""
+def mean_window(mean=MEAN_BGR, top=CROP_OFFSET, left=CROP_OFFSET):
+    """The mean to subtract from a crop at (top, left), float32: a per-channel BGR mean (3,) as it
+    is, or a 256x256 BGR mean image (256, 256, 3) cut to the crop's window, as Caffe's data layer
+    does."""
     mean = np.asarray(mean, np.float32)
     if mean.shape == (3,):
         return mean
     if mean.shape == (RESIZE_SIZE, RESIZE_SIZE, 3):
-        return np.ascontiguousarray(mean[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE,
-                                         CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE])
+        return np.ascontiguousarray(mean[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE])
     raise ValueError('a mean is 3 BGR values or a %dx%dx3 BGR image, got shape %s'
                      % (RESIZE_SIZE, RESIZE_SIZE, mean.shape))
 
 
-def preprocess(image_bgr, mean=MEAN_BGR):
+def preprocess(image_bgr, mean=MEAN_BGR, crops=None):
     """HxWx3 uint8 BGR -> float32 (227, 227, 3): resize 256x256 (INTER_LINEAR), centre crop,
-    subtract `mean` (see mean_window)."""
+    subtract `mean` (see mean_window).
+
+    With `crops` (CENTRE_CROP, TEN_CROPS: (top, left, mirror) windows of the 256x256 image) ->
+    float32 (len(crops), 227, 227, 3) instead: each window minus the mean at that window, then
+    mirrored if asked (Caffe mirrors after subtracting the mean)."""
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
         raise ImageError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
     resized = cv2.resize(image_bgr, (RESIZE_SIZE, RESIZE_SIZE), interpolation=cv2.INTER_LINEAR)
-    crop = resized[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE]
-    return crop.astype(np.float32) - mean_window(mean)
+    windows = []
+    for top, left, mirror in crops or CENTRE_CROP:
+        window = (resized[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE].astype(np.float32)
+                  - mean_window(mean, top, left))
+        windows.append(window[:, ::-1] if mirror else window)
+    return np.stack(windows) if crops else windows[0]
 
 
 def read_bgr(path):
@@ -74,13 +89,14 @@ def read_bgr(path):
     return image
 
 
-def load_image(path, mean=MEAN_BGR):
+def load_image(path, mean=MEAN_BGR, crops=None):
     """Read an image file and preprocess it exactly like Caffe's recipe (see preprocess)."""
-    return preprocess(read_bgr(path), mean)
+    return preprocess(read_bgr(path), mean, crops)
 
 
-def preprocess_tensor(image_bgr, mean=MEAN_BGR):
-    """TF twin of preprocess for tf.data: uint8 [H, W, 3] BGR tensor -> float32 [227, 227, 3].
+def preprocess_tensor(image_bgr, mean=MEAN_BGR, crops=None):
+    """TF twin of preprocess: uint8 [..., H, W, 3] BGR tensor (one image or a batch) -> float32
+    [..., 227, 227, 3], or [..., len(crops), 227, 227, 3] with `crops`.
 
     Bilinear resize to 256x256 with half-pixel centres, as cv2.INTER_LINEAR; an image already
     256x256 passes through unchanged. Upsampled or downsampled images agree with preprocess() to
@@ -88,9 +104,15 @@ def preprocess_tensor(image_bgr, mean=MEAN_BGR):
     """
     image = tf.cast(image_bgr, tf.float32)
     image = tf.image.resize(image, (RESIZE_SIZE, RESIZE_SIZE), method='bilinear', antialias=False)
-    image = image[CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, CROP_OFFSET:CROP_OFFSET + IMAGE_SIZE, :]
-    image = image - tf.constant(mean_window(mean))
-    return tf.ensure_shape(image, (IMAGE_SIZE, IMAGE_SIZE, 3))
+    windows = []
+    for top, left, mirror in crops or CENTRE_CROP:
+        window = (image[..., top:top + IMAGE_SIZE, left:left + IMAGE_SIZE, :]
+                  - tf.constant(mean_window(mean, top, left)))
+        windows.append(tf.reverse(window, axis=[-2]) if mirror else window)
+    if not crops:
+        return tf.ensure_shape(windows[0], image.shape[:-3] + (IMAGE_SIZE, IMAGE_SIZE, 3))
+    return tf.ensure_shape(tf.stack(windows, axis=-4),
+                           image.shape[:-3] + (len(crops), IMAGE_SIZE, IMAGE_SIZE, 3))
 
 
 # --- the graph -----------------------------------------------------------------------------------
@@ -139,7 +161,8 @@ def _conv(x, weights, layer):
                      axis=3)
 
 
-def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, structure=None):
+def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, structure=None,
+          weights=None):
     """The network of `structure` from layer `start` (default: the first) to its last layer
     -> (logits, end_points).
 
@@ -151,7 +174,9 @@ def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, struct
     (e.g. pool5 [N, 6, 6, 256] for start='fc6'). `num_classes`, if given, replaces the last
     layer's size. `keep_prob` is a float or a scalar tensor (1.0 at evaluation); dropout applies
     where the structure has it, to the next layer's input. Variables live in scopes named like the
-    Caffe layers ('conv1/weights', ..., 'fc8/biases') in the current variable scope.
+    Caffe layers ('conv1/weights', ..., 'fc8/biases') in the current variable scope; with
+    `weights` ({layer: {'weights': tensor, 'biases': tensor}}, e.g. a SavedModel's variables) the
+    layers use those instead and no variable is created.
     """
     structure = structure or netspec.BVLC_ALEXNET
     if num_classes is not None:
@@ -168,9 +193,12 @@ def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, struct
         layer = structure.layers[index]
         weights_shape, biases_shape = shapes[layer.name]
         with tf1.variable_scope(layer.name):
-            weights, biases = _variables(layer.name, weights_shape, biases_shape)
+            if weights is None:
+                kernel, biases = _variables(layer.name, weights_shape, biases_shape)
+            else:
+                kernel, biases = weights[layer.name]['weights'], weights[layer.name]['biases']
             if layer.kind == 'conv':
-                x = tf.nn.bias_add(_conv(x, weights, layer), biases)
+                x = tf.nn.bias_add(_conv(x, kernel, layer), biases)
             else:
                 dropped = index > 0 and any(op.kind == 'dropout'
                                             for op in structure.layers[index - 1].ops)
@@ -180,7 +208,7 @@ def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, struct
                 if x.shape.ndims != 2:
                     # NHWC flattens H, W, C; the converter reordered fc6's rows to match
                     x = tf.reshape(x, [-1, weights_shape[0]])
-                x = tf.nn.bias_add(tf.matmul(x, weights), biases)
+                x = tf.nn.bias_add(tf.matmul(x, kernel), biases)
         blobs = iter(layer.blobs()[1:])
         end_points[layer.name] = x
         for op in layer.ops:

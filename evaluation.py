@@ -1,12 +1,15 @@
-"""`python fineturn.py --evaluate CHECKPOINT`: the test report of any checkpoint.
+"""`python fineturn.py --evaluate CHECKPOINT [--ten-crop]`: the test report of any checkpoint.
 
 Builds only what evaluating needs: the test split's input pipeline and the classifier, through
-the full graph. The report goes next to the checkpoint, in evaluate-<checkpoint>/.
+the full graph. The report goes next to the checkpoint, in evaluate-<checkpoint>/ (centre crop)
+or evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
+image averaged).
 """
 import os
 
 import tensorflow as tf
 
+import alexnet
 import graph
 import records
 import report
@@ -16,10 +19,10 @@ from rundir import RunError
 tf1 = tf.compat.v1
 
 
-def write_test_report(out_dir, classes, result, checkpoint):
+def write_test_report(out_dir, classes, result, checkpoint, crops=1):
     """report.write_report for a graph.Evaluation of the test split of `checkpoint`."""
     return report.write_report(out_dir, classes, result.paths, result.labels,
-                               result.probabilities, os.path.relpath(checkpoint, out_dir))
+                               result.probabilities, os.path.relpath(checkpoint, out_dir), crops)
 
 
 def checkpoint_classes(prefix):
@@ -28,7 +31,7 @@ def checkpoint_classes(prefix):
     return shape[0] if shape else None
 
 
-def evaluate_checkpoint(data_dir, checkpoint):
+def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
     """Write the test report of `checkpoint` (a prefix, one of its files, or a run dir); return
     the report."""
     prefix = rundir.checkpoint_prefix(checkpoint)
@@ -37,15 +40,19 @@ def evaluate_checkpoint(data_dir, checkpoint):
     if found != len(classes):
         raise RunError('%s has %s classes in fc8 but labels.txt in %s has %d'
                        % (prefix, found or 'no', data_dir, len(classes)))
-    out_dir = os.path.join(os.path.dirname(prefix), 'evaluate-' + os.path.basename(prefix))
+    crops = alexnet.TEN_CROPS if ten_crop else None
+    views = len(crops) if crops else 1
+    out_dir = os.path.join(os.path.dirname(prefix), 'evaluate-' + os.path.basename(prefix)
+                           + ('-10crop' if ten_crop else ''))
     model = rundir.recorded_model(os.path.dirname(prefix), classes)
     test_graph = tf1.Graph()
     with test_graph.as_default():
-        dataset = records.without_autotune(records.make_dataset(
-            data_dir, 'test', model.mean).batch(graph.EVAL_BATCH).prefetch(2))
+        dataset = records.without_autotune(
+            records.make_dataset(data_dir, 'test', model.mean, crops)
+            .batch(max(1, graph.EVAL_BATCH // views)).prefetch(2))
         iterator = tf1.data.make_initializable_iterator(dataset)
         images, labels, paths = iterator.get_next()
-        logits, probabilities = graph.classifier(images, model.structure)
+        logits, probabilities = graph.classifier(images, model.structure, crops=views)
         scores = graph.scores(logits, labels)
         saver = tf1.train.Saver()
         test_graph.finalize()
@@ -57,8 +64,8 @@ def evaluate_checkpoint(data_dir, checkpoint):
     if result is None:
         raise RunError('no test images in %s' % data_dir)
     os.makedirs(out_dir, exist_ok=True)
-    written = write_test_report(out_dir, classes, result, prefix)
-    print(' * %s  test Acc@1 %.4f (%d/%d)  report: %s'
-          % (prefix, written['accuracy'], written['correct'], written['total'],
-             os.path.join(out_dir, 'test_report.md')), flush=True)
+    written = write_test_report(out_dir, classes, result, prefix, views)
+    print(' * %s%s  test Acc@1 %.4f (%d/%d)  report: %s'
+          % (prefix, ' ten-crop' if ten_crop else '', written['accuracy'], written['correct'],
+             written['total'], os.path.join(out_dir, 'test_report.md')), flush=True)
     return written

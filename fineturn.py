@@ -2,7 +2,9 @@
 
     python fineturn.py                      # the recipe in setting.py
     python fineturn.py --demo               # the whole chain on synthetic weights and images
-    python fineturn.py --evaluate runs/alexnet-ucmerced/model.ckpt-12
+    python fineturn.py --evaluate runs/alexnet-ucmerced/model.ckpt-12 [--ten-crop]
+    python fineturn.py --predict photo.jpg photos/ [--top-k 3] [--ten-crop]
+    python fineturn.py --export exported/alexnet-ucmerced/1
 
 Reads TFRecords made by convert_tfrecord.py and a weights file made by `python -m caffe_to_npy`,
 trains TRAIN_LAYERS with plain SGD, saves model.ckpt-<epoch> and a metrics.csv row per epoch,
@@ -15,7 +17,8 @@ the head is trained from that cache: exact, and several times faster (--no-cache
 
 This file is the command line and the epoch loop. The work lives in modules named for it
 (docs/ARCHITECTURE.md has the map): training.py the run's graph and session, evaluation.py
---evaluate, demo.py --demo, rundir.py the run dir's files.
+--evaluate, predict.py --predict, export.py --export, demo.py --demo, rundir.py the run dir's
+files.
 """
 import argparse
 import dataclasses
@@ -42,6 +45,39 @@ def lr_mult(text):
         return rundir.lr_multipliers(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# Options of one mode only: {option: the modes it works with}
+MODE_OPTIONS = {'checkpoint': ('predict', 'export'), 'top_k': ('predict',),
+                'save_probs': ('predict',), 'save_csv': ('predict',), 'figure': ('predict',),
+                'overwrite': ('export',), 'ten_crop': ('predict', 'evaluate')}
+
+
+def add_model_use_args(parser, modes):
+    """The flags of --predict and --export (predict.py, export.py): using a trained run's model."""
+    use = parser.add_argument_group('using a trained model')
+    modes.add_argument('--predict', nargs='+', metavar='PATH',
+                       help='classify image files and folders with the model of --run-dir (its '
+                            'best.json) or --checkpoint')
+    modes.add_argument('--export', metavar='OUT_DIR',
+                       help='write that model as a TF2 SavedModel (preprocessing inside)')
+    use.add_argument('--checkpoint',
+                     help='the model to use instead: a checkpoint prefix, any of its files, or a '
+                          'run dir (its best.json)')
+    use.add_argument('--top-k', type=int,
+                     help='classes printed per image by --predict (default: %d, or the number of '
+                          'classes if fewer)' % setting.TOP_K)
+    use.add_argument('--save-probs', metavar='OUT.npz',
+                     help='--predict: write probs (N x classes float32), paths and classes')
+    use.add_argument('--save-csv', metavar='OUT.csv',
+                     help='--predict: write path,predicted,confidence per image')
+    use.add_argument('--figure', metavar='OUT.png',
+                     help='--predict: draw the images with their top-k classes (first 36)')
+    use.add_argument('--ten-crop', action='store_true',
+                     help='--predict, --evaluate: average the softmax of the four corner and the '
+                          'centre crops and their mirrors (Caffe\'s oversample)')
+    use.add_argument('--overwrite', action='store_true',
+                     help='--export: replace an earlier export in OUT_DIR')
 
 
 def parse_args(argv=None):
@@ -87,13 +123,20 @@ def parse_args(argv=None):
                         help='a feature cache larger than this is memory-mapped from disk')
     parser.add_argument('--allow-pickle', action='store_true',
                         help='allow a legacy pickled .npy weights file (runs code from the file)')
-    parser.add_argument('--evaluate', metavar='CHECKPOINT',
-                        help='only write the test report for this checkpoint')
-    parser.add_argument('--demo', action='store_true',
-                        help='run the whole chain on synthetic weights and images under --demo-dir')
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument('--evaluate', metavar='CHECKPOINT',
+                       help='only write the test report for this checkpoint')
+    modes.add_argument('--demo', action='store_true',
+                       help='run the whole chain on synthetic weights and images under --demo-dir')
     parser.add_argument('--demo-dir', default=os.path.join(setting.RUNS_DIR, 'demo'),
                         help='where --demo writes everything')
+    add_model_use_args(parser, modes)
     args = parser.parse_args(argv)
+    for option, allowed in MODE_OPTIONS.items():
+        given = getattr(args, option) is not None and getattr(args, option) is not False
+        if given and not any(getattr(args, mode) for mode in allowed):
+            parser.error('--%s works only with %s' % (option.replace('_', '-'), ' or '.join(
+                '--' + mode for mode in allowed)))
     if args.epochs is None:
         args.epochs = DEMO_EPOCHS if args.demo else setting.EPOCHS
     return args
@@ -179,9 +222,17 @@ def main(argv=None):
         environment.load_tensorflow()
         import demo
         import evaluation
+        import export
+        import predict
         import training
+        if args.predict:
+            return predict.predict(args.predict, settings.run_dir, args.checkpoint, args.top_k,
+                                   args.ten_crop, args.save_probs, args.save_csv, args.figure)
+        if args.export:
+            export.export(args.export, settings.run_dir, args.checkpoint, args.overwrite)
+            return 0
         if args.evaluate:
-            evaluation.evaluate_checkpoint(settings.data_dir, args.evaluate)
+            evaluation.evaluate_checkpoint(settings.data_dir, args.evaluate, args.ten_crop)
             return 0
         started = time.time()
         if args.demo:

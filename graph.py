@@ -39,11 +39,28 @@ Scores = collections.namedtuple('Scores', 'loss_sum correct count mean_loss')
 Evaluation = collections.namedtuple('Evaluation', 'loss accuracy probabilities labels paths')
 
 
-def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None):
-    """The network from layer `start` (default: its first) on `inputs` -> (logits, probabilities)."""
+def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None, crops=1,
+               weights=None):
+    """The network from layer `start` (default: its first) on `inputs` -> (logits, probabilities).
+
+    With crops > 1, `inputs` holds `crops` views of each image, [N, crops, ...] (ten-crop testing:
+    alexnet.TEN_CROPS), and the image's probabilities are the average of its views' softmax
+    vectors, as Caffe's oversample; its logits are then their log, log(mean(softmax)), so that
+    scores() gives the cross-entropy and the accuracy of the averaged prediction. `weights`: see
+    alexnet.build.
+    """
+    if crops > 1:
+        inputs = tf.reshape(inputs, [-1] + inputs.shape[2:].as_list())   # crops as images
     logits, end_points = alexnet.build(inputs, keep_prob=keep_prob, start=start,
-                                       structure=structure)
-    return logits, end_points['prob']
+                                       structure=structure, weights=weights)
+    if crops == 1:
+        return logits, end_points['prob']
+    per_image = [-1, crops, structure.num_classes]
+    probabilities = tf.reduce_mean(tf.reshape(end_points['prob'], per_image), axis=1)
+    # log of the mean of the softmax vectors, without underflow: logsumexp of the log-softmaxes
+    log_mean = (tf.reduce_logsumexp(tf.reshape(tf.nn.log_softmax(logits), per_image), axis=1)
+                - math.log(crops))
+    return log_mean, probabilities
 
 
 def features(images, structure, stop):

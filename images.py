@@ -105,10 +105,15 @@ def pool_context():
     locks at the fork, so the children hang. The fork server is a fresh interpreter; each worker
     forks from it with OpenCV and numpy loaded and no TensorFlow. Where there is no fork server
     (Windows), spawn.
+
+    The fork server preloads only installed packages, not this module: it imports them before it
+    gets the parent's sys.path (Python 3.11), with the current directory first, where a folder
+    named like this module (an `images/` data folder) would stand in for it and every worker
+    would die at start, over and over. Each worker imports this module after it gets the path.
     """
     if 'forkserver' in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context('forkserver')
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload(['numpy', 'cv2'])
         return context
     return multiprocessing.get_context('spawn')
 

@@ -120,10 +120,12 @@ def decode_bgr(encoded):
     return tf.reverse(tf.io.decode_png(encoded, channels=3), axis=[-1])
 
 
-def decode_example(serialized, mean=alexnet.MEAN_BGR):
-    """A serialized record -> (image preprocessed with `mean`, label, path), the model's input."""
+def decode_example(serialized, mean=alexnet.MEAN_BGR, crops=None):
+    """A serialized record -> (image preprocessed with the model's `mean`, label, path), the
+    model's input; with `crops` (alexnet.TEN_CROPS) the image is its stack of crops
+    (alexnet.preprocess_tensor)."""
     features = parse_example(serialized)
-    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']), mean)
+    image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']), mean, crops)
     return image, features['image/class/label'], features['image/path']
 
 
@@ -185,12 +187,13 @@ def without_autotune(dataset):
     return dataset.with_options(options)
 
 
-def make_dataset(records_dir, split, mean=alexnet.MEAN_BGR):
+def make_dataset(records_dir, split, mean=alexnet.MEAN_BGR, crops=None):
     """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
-    [227, 227, 3] preprocessed with the model's `mean`, label int64, path string. Decoding runs in
-    a parallel map that keeps the order; the caller batches."""
+    [227, 227, 3] preprocessed with the model's `mean` ([len(crops), 227, 227, 3] with `crops`),
+    label int64, path string. Decoding runs in a parallel map that keeps the order; the caller
+    batches."""
     return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
-        lambda serialized: decode_example(serialized, mean),
+        lambda serialized: decode_example(serialized, mean, crops),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 

@@ -34,7 +34,7 @@ def per_class(matrix):
     return precision, recall, f1, support.astype(np.int64)
 
 
-def build_report(classes, labels, predicted, checkpoint):
+def build_report(classes, labels, predicted, checkpoint, crops=1):
     matrix = confusion_matrix(labels, predicted, len(classes))
     precision, recall, f1, support = per_class(matrix)
     return {
@@ -48,6 +48,7 @@ def build_report(classes, labels, predicted, checkpoint):
         'f1': f1.round(6).tolist(),
         'support': support.tolist(),
         'checkpoint': checkpoint,
+        'crops': crops,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
     }
 
 
@@ -56,6 +57,8 @@ def markdown_table(report):
     classes, matrix = report['classes'], report['confusion_matrix']
     lines = ['# Test report', '',
              'checkpoint: `%s`  ' % report['checkpoint'],
+             'crops: %d per image, softmax averaged  ' % report['crops'] if report['crops'] > 1
+             else 'crops: the centre crop  ',
              'accuracy: **%.4f** (%d / %d)' % (report['accuracy'], report['correct'], report['total']),
              '', 'Rows: true class; columns: predicted class (numbered as in the first column).', '',
              '| # | class | ' + ' | '.join(str(i) for i in range(len(classes))) + ' | recall |',
@@ -68,12 +71,13 @@ def markdown_table(report):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(out_dir, classes, paths, labels, probabilities, checkpoint):
-    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png."""
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, crops=1):
+    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png; `crops`
+    is the number of views whose probabilities were averaged per image."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
-    report = build_report(classes, labels, predicted, checkpoint)
+    report = build_report(classes, labels, predicted, checkpoint, crops)
 
     def predictions(f):
         writer = csv.writer(f, lineterminator='\n')

@@ -177,3 +177,26 @@ def test_preprocess_is_caffe_recipe():
     square = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     tf_out = alexnet.preprocess_tensor(tf.constant(square)).numpy()
     np.testing.assert_array_equal(tf_out, alexnet.preprocess(square))
+
+
+def test_ten_crops_are_caffes_oversample_in_numpy_and_tf():
+    """The corners and the centre of the 256x256 image, then their left-right mirrors, each minus
+    the mean at its own window (a mean image here), mirrored after subtracting, as Caffe does."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    mean = rng.uniform(0, 255, (256, 256, 3)).astype(np.float32)
+    crops = alexnet.preprocess(image, mean, crops=alexnet.TEN_CROPS)
+    assert crops.shape == (10, 227, 227, 3) and crops.dtype == np.float32
+    corners = [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]
+    for i, (top, left) in enumerate(corners):
+        window = image[top:top + 227, left:left + 227] - mean[top:top + 227, left:left + 227]
+        np.testing.assert_array_equal(crops[i], window)
+        np.testing.assert_array_equal(crops[i + 5], window[:, ::-1])
+    np.testing.assert_array_equal(crops[4], alexnet.preprocess(image, mean))
+    # the TF twin, on one image and on a batch
+    np.testing.assert_array_equal(
+        alexnet.preprocess_tensor(tf.constant(image), mean, crops=alexnet.TEN_CROPS).numpy(), crops)
+    batch = alexnet.preprocess_tensor(tf.constant(np.stack([image, image[::-1]])), mean).numpy()
+    assert batch.shape == (2, 227, 227, 3)
+    np.testing.assert_array_equal(batch[1], alexnet.preprocess(np.ascontiguousarray(image[::-1]),
+                                                               mean))

@@ -30,6 +30,7 @@ def run(args, capsys=None):
 
 
 def base_args(data, weights, run_dir, epochs=3, *extra):
+    """The recipe of conftest's `trained` run (TRAINED_RECIPE), for `epochs`."""
     return ['--data-dir', data, '--weights', weights, '--run-dir', run_dir, '--epochs', epochs,
             '--batch-size', 16, '--learning-rate', 1e-4, '--seed', 3] + list(extra)
 
@@ -37,14 +38,6 @@ def base_args(data, weights, run_dir, epochs=3, *extra):
 def read_csv(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
-
-
-@pytest.fixture(scope='module')
-def trained(tiny_records, alexnet_npz, tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp('run')
-    code = fineturn.main([str(a) for a in base_args(tiny_records, alexnet_npz, run_dir)])
-    assert code == 0
-    return str(run_dir)
 
 
 def test_run_outputs_and_accuracy(trained, tiny_records):

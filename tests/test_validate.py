@@ -1,4 +1,5 @@
-"""validate_alexnet_on_imagenet.py: class names, classify(), outputs and the CLI's error paths.
+"""validate_alexnet_on_imagenet.py and classify.py (which it shares with fineturn.py --predict):
+class names, classifying, outputs and the CLI's error paths.
 
 The weights are random arrays of AlexNet's shapes, made here; their scale is chosen so the softmax
 is far from uniform, so ordering and per-image bugs show.
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 import alexnet
+import classify
 import netspec
 import validate_alexnet_on_imagenet as validate
 
@@ -56,6 +58,12 @@ def write_image(path, seed, size=(300, 260), channels=3):
         image = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
     assert cv2.imwrite(str(path), image)
     return str(path)
+
+
+def classify_with(paths, weights, batch_size=32, skip_unreadable=False):
+    """classify.classify with the weights (a dict or a path), the ImageNet mean, one centre crop."""
+    with classify.from_weights(weights) as classifier:
+        return classify.classify(paths, classifier, batch_size, skip_unreadable)
 
 
 def run_cli(*args):
@@ -118,7 +126,7 @@ def test_unreadable_class_names_file_is_a_clean_error(tmp_path):
 
 def test_classify_rows_are_distributions_in_input_order(weights, images):
     order = [images[3], images[0], images[4], images[1], images[2]]
-    result = validate.classify(order, weights, batch_size=2)   # batches of 2, 2 and 1
+    result = classify_with(order, weights, batch_size=2)   # batches of 2, 2 and 1
     assert result.paths == order and result.unreadable == []
     assert result.probs.shape == (5, 1000) and result.probs.dtype == np.float32
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0, atol=1e-5)
@@ -126,27 +134,27 @@ def test_classify_rows_are_distributions_in_input_order(weights, images):
     assert np.ptp(result.probs, axis=0).max() > 1e-3          # ... and image-dependent
     # each row belongs to its own image: the same images alone and in one batch agree
     for i in (0, 3):
-        alone = validate.classify([order[i]], weights, batch_size=1).probs[0]
+        alone = classify_with([order[i]], weights, batch_size=1).probs[0]
         np.testing.assert_allclose(result.probs[i], alone, rtol=1e-4, atol=1e-7)
-    together = validate.classify(order, weights, batch_size=8).probs
+    together = classify_with(order, weights, batch_size=8).probs
     np.testing.assert_allclose(result.probs, together, rtol=1e-4, atol=1e-7)
 
 
 def test_classify_skips_or_raises_on_unreadable_images(weights, images, tmp_path):
     broken = tmp_path / 'broken.jpg'
     broken.write_bytes(b'not a jpeg at all')
-    result = validate.classify([broken, images[1]], weights, skip_unreadable=True)
+    result = classify_with([broken, images[1]], weights, skip_unreadable=True)
     assert result.paths == [images[1]] and result.probs.shape == (1, 1000)
     assert [path for path, _ in result.unreadable] == [str(broken)]
     assert str(broken) in result.unreadable[0][1]
     with pytest.raises(alexnet.ImageError, match='broken.jpg'):
-        validate.classify([images[1], broken], weights)
+        classify_with([images[1], broken], weights)
 
 
 def test_top_k_is_descending_probability():
     row = np.array([0.1, 0.4, 0.05, 0.4, 0.05], np.float32)
-    assert validate.top_k(row, 3).tolist() == [1, 3, 0]
-    text = validate.format_top_k('x.jpg', row, ['a', 'b', 'c', 'd', 'e'], 2)
+    assert classify.top_k(row, 3).tolist() == [1, 3, 0]
+    text = classify.format_top_k('x.jpg', row, ['a', 'b', 'c', 'd', 'e'], 2)
     assert text.splitlines() == ['x.jpg', '  1. 0.4000  b', '  2. 0.4000  d']
 
 
@@ -159,23 +167,24 @@ def test_directories_expand_to_sorted_image_files(tmp_path):
         (folder / name).write_bytes(b'x')
     single = tmp_path / 'named.dat'   # named on the command line: tried whatever its extension
     single.write_bytes(b'x')
-    paths, ignored = validate.expand_inputs([str(single), str(folder)])
+    paths, ignored = classify.expand_inputs([str(single), str(folder)])
     assert paths == [str(single), str(folder / 'a.png'), str(folder / 'b.JPG'),
                      str(folder / 'sub' / 'c.tif')]
     assert ignored == [str(folder / 'notes.txt'), str(folder / 'sub' / '.DS_Store')]
-    with pytest.raises(validate.ValidateError, match='no such file'):
-        validate.expand_inputs([str(folder), str(tmp_path / 'typo.jpg')])
+    with pytest.raises(classify.ClassifyError, match='no such file'):
+        classify.expand_inputs([str(folder), str(tmp_path / 'typo.jpg')])
 
 
 def test_save_probs_is_loadable_without_pickle_and_leaves_no_temporary(tmp_path):
     probs = np.random.default_rng(1).random((3, 1000)).astype(np.float64)
     paths = ['a.jpg', 'dir/b.png', 'ü.tif']
     out = tmp_path / 'out' / 'probs.bin'          # folder created; name kept exactly
-    validate.save_probs(str(out), probs, paths)
+    classify.save_probs(str(out), probs, paths, ['c%d' % i for i in range(1000)])
     with np.load(out, allow_pickle=False) as data:
         assert data['probs'].dtype == np.float32 and data['paths'].dtype.kind == 'U'
         np.testing.assert_array_equal(data['probs'], probs.astype(np.float32))
         assert data['paths'].tolist() == paths
+        assert data['classes'].tolist() == ['c%d' % i for i in range(1000)]
     assert os.listdir(tmp_path / 'out') == ['probs.bin']
 
 
@@ -217,7 +226,7 @@ def test_cli_classifies_files_and_directories(weights_file, weights, images, tmp
         probs, paths = data['probs'], data['paths'].tolist()
     assert paths == expected and probs.shape == (4, 1000)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(probs, validate.classify(expected, weights).probs,
+    np.testing.assert_allclose(probs, classify_with(expected, weights).probs,
                                rtol=1e-4, atol=1e-7)
     # what is printed follows the saved probabilities, largest first
     names = validate.read_class_names()

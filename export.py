@@ -1,0 +1,213 @@
+"""`python fineturn.py --export OUT_DIR`: a run's model as a TF2 SavedModel that classifies pixels.
+
+A client sends images, never a mean or a crop: the preprocessing is inside the model.
+
+    signature        input                                       outputs
+    serving_default  images       uint8 [N, H, W, 3], RGB        probabilities float32 [N, classes]
+                                  (any H, W; one size a batch)   class_ids     int64 [N]
+    encoded          image_bytes  string [N], PNG/JPEG/BMP/GIF   class_names   string [N]
+                                  file bytes (GIF: first frame)
+
+Inside, the same steps as training and --predict: RGB -> BGR, alexnet.preprocess_tensor (resize
+to 256x256, centre crop 227x227, subtract the run's mean), the network of graph.classifier (no
+dropout) on the checkpoint's arrays held as non-trainable variables, softmax. The class names are
+an asset (assets/classes.txt) read into a lookup table, and assets.extra/export.json records the
+source checkpoint, its validation and test accuracy, the preprocessing and the input order.
+
+TF's bilinear resize and OpenCV's (which --predict uses) agree exactly on 256x256 images and to
+within rounding on other sizes (OpenCV interpolates 8-bit images in fixed point and rounds).
+"""
+import json
+import os
+import secrets
+import shutil
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+import alexnet
+import graph
+import predict
+import rundir
+from errors import UserError
+
+CLASSES_ASSET = 'classes.txt'
+INFO_FILE = os.path.join('assets.extra', 'export.json')
+SAVED_MODEL_FILE = 'saved_model.pb'
+
+
+class ExportError(UserError):
+    """An export that can't be written where asked; the message says what to do."""
+
+
+class Servable(tf.Module):
+    """The network of a checkpoint with its preprocessing and class names, as tf.functions."""
+
+    def __init__(self, arrays, model, classes_file):
+        super().__init__(name='alexnet')
+        self._structure, self._mean = model.structure, model.mean
+        self.weights = {layer: {kind: tf.Variable(value, trainable=False,
+                                                  name='%s_%s' % (layer, kind))
+                                for kind, value in entry.items()}
+                        for layer, entry in arrays.items()}
+        self.classes_file = tf.saved_model.Asset(classes_file)
+        self.class_names = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.classes_file, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE), default_value='')
+
+    def _preprocess(self, images_rgb):
+        """uint8 RGB [..., H, W, 3] -> the network's input [..., 227, 227, 3]."""
+        return alexnet.preprocess_tensor(tf.reverse(images_rgb, axis=[-1]), self._mean)
+
+    def _classify(self, images):
+        _, probabilities = graph.classifier(images, self._structure, weights=self.weights)
+        class_ids = tf.argmax(probabilities, axis=1, output_type=tf.int64)
+        return {'probabilities': probabilities, 'class_ids': class_ids,
+                'class_names': self.class_names.lookup(class_ids)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')])
+    def serve(self, images):
+        return self._classify(self._preprocess(images))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name='image_bytes')])
+    def encoded(self, image_bytes):
+        side = self._structure.input_size
+
+        def decode(data):   # each file has its own size: decode and preprocess one at a time
+            # JPEG with the accurate integer DCT, as OpenCV's (and libjpeg's) default: the same
+            # pixels as --predict reads, where TF's default (the fast DCT) is off by a few levels
+            rgb = tf.cond(tf.io.is_jpeg(data),
+                          lambda: tf.io.decode_jpeg(data, channels=3,
+                                                    dct_method='INTEGER_ACCURATE'),
+                          lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                                                     expand_animations=False))
+            return self._preprocess(rgb)
+        images = tf.map_fn(decode, image_bytes,
+                           fn_output_signature=tf.TensorSpec([side, side, 3], tf.float32))
+        return self._classify(images)
+
+
+def checkpoint_arrays(prefix, structure):
+    """{layer: {'weights', 'biases'}} numpy arrays of the network's layers in a checkpoint."""
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
+                   for kind in ('weights', 'biases')} for name in structure.names}
+
+
+def run_figures(prefix):
+    """(epoch, validation accuracy, test accuracy, the test report's path) of a checkpoint, from
+    its run dir's metrics.csv and the centre-crop test report made with it (None where absent)."""
+    run_dir, name = os.path.dirname(prefix), os.path.basename(prefix)
+    row = next((r for r in rundir.read_metrics(run_dir) if r['checkpoint'] == name), None)
+    test, source = None, None
+    for path in (os.path.join(run_dir, 'test_report.json'),
+                 os.path.join(run_dir, 'evaluate-' + name, 'test_report.json')):
+        try:
+            with open(path, encoding='utf-8') as f:
+                found = json.load(f)
+            tested = os.path.normpath(os.path.join(os.path.dirname(path), found['checkpoint']))
+        except (OSError, ValueError, KeyError, TypeError):   # absent or damaged: no test figure
+            continue
+        if tested == os.path.normpath(prefix) and found.get('crops', 1) == 1:
+            test, source = found['accuracy'], path
+            break
+    return (int(row['epoch']) if row else None, float(row['val_accuracy']) if row else None,
+            test, source)
+
+
+def export_info(prefix, model):
+    """What assets.extra/export.json records."""
+    epoch, validation, test, report = run_figures(prefix)
+    mean = np.asarray(model.mean, np.float32)
+    return {
+        'source_checkpoint': os.path.abspath(prefix),
+        'epoch': epoch,
+        'validation_accuracy': validation,
+        'test_accuracy': test,
+        'test_report': os.path.abspath(report) if report else None,
+        'classes': list(model.classes),
+        'input_order': 'RGB',
+        'signatures': {
+            'serving_default': 'images: uint8 [N, H, W, 3] RGB, any H and W',
+            'encoded': 'image_bytes: string [N], PNG/JPEG/BMP/GIF file bytes',
+            'outputs': 'probabilities float32 [N, classes], class_ids int64 [N], '
+                       'class_names string [N]'},
+        'preprocessing': {
+            'channels': 'RGB input reversed to BGR, the order of the Caffe weights',
+            'resize': [alexnet.RESIZE_SIZE, alexnet.RESIZE_SIZE],
+            'resize_method': 'bilinear, half-pixel centres, no antialiasing',
+            'crop': [alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE],
+            'crop_offset': [alexnet.CROP_OFFSET, alexnet.CROP_OFFSET],
+            'mean_bgr': mean.tolist() if mean.ndim == 1 else 'the run\'s 256x256 BGR mean image, '
+                        'per-channel average %s' % mean.mean(axis=(0, 1)).round(2).tolist(),
+            'softmax': True, 'dropout': False},
+        'structure': model.structure.to_dict(),
+        'tensorflow': tf.__version__,
+    }
+
+
+def check_target(out_dir, overwrite):
+    """An ExportError unless `out_dir` is free, or with `overwrite` an earlier export (never
+    another kind of folder: a typo must not delete it)."""
+    if not os.path.lexists(out_dir):
+        return
+    if not overwrite:
+        raise ExportError('%s already exists: pass --overwrite to replace it, or choose another '
+                          'OUT_DIR' % out_dir)
+    if not os.path.isdir(out_dir) or (os.listdir(out_dir) and not os.path.isfile(
+            os.path.join(out_dir, SAVED_MODEL_FILE))):
+        raise ExportError('%s is not an earlier export (no %s): --overwrite replaces only an '
+                          'export; choose another OUT_DIR' % (out_dir, SAVED_MODEL_FILE))
+
+
+def write_directory(out_dir, write):
+    """Call write(folder) on a new temporary sibling of `out_dir`, then rename it to `out_dir`
+    (replacing an earlier one): `out_dir` is whole or absent after a kill or an error, and the
+    temporary folder is removed on any error."""
+    out_dir = os.path.abspath(out_dir)
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    temporary = os.path.join(parent, '.%s.tmp-%d-%s' % (name, os.getpid(), secrets.token_hex(4)))
+    old = temporary + '.old'
+    os.mkdir(temporary)
+    try:
+        write(temporary)
+        if os.path.lexists(out_dir):
+            os.rename(out_dir, old)
+        os.rename(temporary, out_dir)
+    except BaseException:
+        if os.path.lexists(old) and not os.path.lexists(out_dir):
+            os.rename(old, out_dir)
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export(out_dir, run_dir, checkpoint=None, overwrite=False):
+    """The --export command: write the SavedModel of `checkpoint` (or the best of `run_dir`)."""
+    check_target(out_dir, overwrite)
+    prefix, model = predict.open_model(run_dir, checkpoint)
+    arrays = checkpoint_arrays(prefix, model.structure)
+
+    def write(folder):
+        with tempfile.TemporaryDirectory() as scratch:
+            classes_file = os.path.join(scratch, CLASSES_ASSET)
+            with open(classes_file, 'w', encoding='utf-8') as f:
+                f.write(''.join(name + '\n' for name in model.classes))
+            servable = Servable(arrays, model, classes_file)
+            tf.saved_model.save(servable, folder, signatures={
+                'serving_default': servable.serve, 'encoded': servable.encoded})
+        os.makedirs(os.path.join(folder, os.path.dirname(INFO_FILE)))
+        with open(os.path.join(folder, INFO_FILE), 'w', encoding='utf-8') as f:
+            json.dump(export_info(prefix, model), f, indent=1)
+    try:
+        write_directory(out_dir, write)
+    except OSError as error:
+        raise ExportError('cannot write the export %s (%s)' % (out_dir, error.strerror or error)
+                          ) from None
+    except tf.errors.OpError as error:   # TF's own file writes, e.g. a full disk
+        raise ExportError('cannot write the export %s (%s)' % (out_dir, error.message)) from None
+    print(' * exported %s (%d classes) to %s: signatures serving_default (images: uint8 RGB) and '
+          'encoded (image_bytes); see %s' % (prefix, len(model.classes), out_dir,
+                                             os.path.join(out_dir, INFO_FILE)), flush=True)
