@@ -6,6 +6,7 @@ probabilities are compared on `tempered`, the same checkpoint with fc8 scaled do
 import csv
 import json
 import os
+import shutil
 
 import cv2
 import numpy as np
@@ -99,9 +100,11 @@ def test_predict_agrees_with_evaluate_on_unsaturated_probabilities(tempered, tin
                                                                    tmp_path, capsys):
     """The same check where it is sharp: --evaluate's test predictions (records, TF's decoding
     and preprocessing) against --predict on the image files (OpenCV's)."""
-    code, _, err = run(capsys, '--data-dir', tiny_records, '--evaluate', tempered)
+    copy = str(tmp_path / 'run')          # --evaluate writes into the run dir: not the shared one
+    shutil.copytree(tempered, copy)
+    code, _, err = run(capsys, '--data-dir', tiny_records, '--evaluate', copy)
     assert code == 0, err
-    report_dir = os.path.join(tempered, 'evaluate-model.ckpt-1')
+    report_dir = os.path.join(copy, 'evaluate-model.ckpt-1')
     with open(os.path.join(report_dir, 'test_report.json')) as f:
         assert json.load(f)['crops'] == 1
     report = {os.path.join(tiny_images, row['path']): row
@@ -153,10 +156,12 @@ def test_predict_ten_crop_is_the_average_of_ten_crops(tempered, test_images, odd
 
 
 def test_evaluate_ten_crop_writes_its_own_report(tempered, tiny_records, test_images,
-                                                 tiny_images, hand_ten_crop, capsys):
-    code, out, err = run(capsys, '--data-dir', tiny_records, '--evaluate', tempered, '--ten-crop')
+                                                 tiny_images, hand_ten_crop, tmp_path, capsys):
+    copy = str(tmp_path / 'run')          # --evaluate writes into the run dir: not the shared one
+    shutil.copytree(tempered, copy)
+    code, out, err = run(capsys, '--data-dir', tiny_records, '--evaluate', copy, '--ten-crop')
     assert code == 0, err
-    report_dir = os.path.join(tempered, 'evaluate-model.ckpt-1-10crop')
+    report_dir = os.path.join(copy, 'evaluate-model.ckpt-1-10crop')
     assert 'ten-crop' in out and report_dir in out
     with open(os.path.join(report_dir, 'test_report.json')) as f:
         report = json.load(f)
@@ -197,7 +202,6 @@ def test_unreadable_files_are_listed_and_skipped(tempered, test_images, tmp_path
 @pytest.mark.parametrize('case', ['empty folder', 'no such path', 'missing run dir',
                                   'no best.json', 'no model.json', 'class count', 'top-k'])
 def test_predict_mistakes_are_one_line_errors(case, tempered, test_images, tmp_path, capsys):
-    import shutil
     empty = tmp_path / 'empty'
     empty.mkdir()
     copy = tmp_path / 'copy'
