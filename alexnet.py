@@ -56,7 +56,10 @@ def read_bgr(path):
     """cv2.imread as 8-bit BGR colour, with a clear error instead of None."""
     if not os.path.isfile(path):
         raise ImageError('%s: no such image file' % path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error:                 # some decoders raise on a damaged file instead of failing
+        image = None
     if image is None:
         raise ImageError('%s: not an image OpenCV can read (corrupt or unsupported format)' % path)
     return image
@@ -213,6 +216,8 @@ def inference_session(weights, allow_pickle=False):
 # --- weights files -------------------------------------------------------------------------------
 
 _NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'
+RECONVERT = ('convert the Caffe model again with `python -m caffe_to_npy deploy.prototxt '
+             'bvlc_alexnet.caffemodel %s`')
 
 
 def read_weights(path, allow_pickle=False):
@@ -251,7 +256,7 @@ def _read_npz(path):
     except WeightsError:
         raise
     except Exception as error:   # zipfile.BadZipFile, truncated members, object arrays ...
-        raise WeightsError('%s: not a readable .npz weights file (%s)' % (path, error)) from None
+        raise WeightsError('%s is damaged (%s): %s' % (path, error, RECONVERT % path)) from None
 
 
 def _read_pickled(path):
@@ -294,15 +299,15 @@ def graph_layers(graph=None, scope=''):
     return found
 
 
-def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope=''):
+def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope='', source=None):
     """Initialise the graph's AlexNet variables: loaded ones from `weights` (a path or the dict
-    read_weights returns), those of `skip_layers` from their fillers.
+    read_weights returns from the file `source`), those of `skip_layers` from their fillers.
 
     Values go in through feeds of the variables' initializers: no constants are added to the
     graph. Every problem (missing, unexpected, wrong-shaped layers) is reported in one error.
     Returns the list of loaded layer names.
     """
-    source = weights if isinstance(weights, str) else 'weights'
+    source = weights if isinstance(weights, str) else source or 'weights'
     if isinstance(weights, str):
         weights = read_weights(weights, allow_pickle=allow_pickle)
     unknown = sorted(set(skip_layers) - set(LAYER_NAMES))
@@ -339,6 +344,7 @@ def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope='')
             ops.append(var.initializer)
         loaded.append(layer)
     if problems:
-        raise WeightsError('%s: %s' % (source, '; '.join(problems)))
+        raise WeightsError('%s: %s; if the file is damaged, %s'
+                           % (source, '; '.join(problems), RECONVERT % source))
     session.run(ops, feed_dict=feeds)
     return [layer for layer in loaded if layer not in skip_layers]

@@ -137,27 +137,34 @@ def _size(path):
     return os.path.getsize(path)
 
 
-def orphans(folder, held=False):
+def orphans(folder, held=False, target=None):
     """Temporary files and folders in `folder` and below whose writer is gone: those naming a
     process that no longer runs, and, when the caller holds the folder's lock (`held`, so no other
-    process writes there), those that name none (TensorFlow's)."""
+    process writes there), those that name none (TensorFlow's). With `target` (a file name),
+    only the temporary files of that one file in `folder`."""
+    if target is not None:
+        stem, ext = os.path.splitext(target)
+        mine = '.%s%s' % (stem, TEMP_TAG)
     found = []
     for root, folders, files in os.walk(folder):
         for name in sorted(folders) + sorted(files):
             temporary, pid = temporary_writer(name)
-            if not temporary:
+            if not temporary or (target is not None and not (name.startswith(mine)
+                                                             and name.endswith(ext))):
                 continue
             if name in folders:
                 folders.remove(name)            # a temporary folder goes whole
             if (held and pid is None) or (pid is not None and not _running(pid)):
                 found.append(os.path.join(root, name))
+        if target is not None:
+            break
     return found
 
 
-def remove_orphans(folder, held=False):
-    """Delete orphans(folder, held) -> (how many, bytes freed)."""
+def remove_orphans(folder, held=False, target=None):
+    """Delete orphans(folder, held, target) -> (how many, bytes freed)."""
     count = freed = 0
-    for path in orphans(folder, held):
+    for path in orphans(folder, held, target):
         try:
             size = _size(path)
             if os.path.isdir(path) and not os.path.islink(path):

@@ -213,7 +213,8 @@ class Run:
             else:
                 weights = weights or read_pretrained(settings, len(classes))
                 loaded = alexnet.load_weights(self.session, weights,
-                                              skip_layers=settings.skip_layers)
+                                              skip_layers=settings.skip_layers,
+                                              source=settings.weights)
                 self.session.run(self.model.others_init)
                 log('loaded %s from %s; initialised %s from Caffe\'s fillers; training %s'
                     % (', '.join(loaded), settings.weights,
@@ -330,17 +331,17 @@ class Run:
         become a WriteError), the epoch's files and TensorFlow's temporary files are removed."""
         run_dir = self.settings.run_dir
         prefix = rundir.checkpoint_path(run_dir, epoch)
-        try:
-            with atomicfile.writing(prefix, 'the checkpoint of epoch %d' % epoch,
-                                    needed=rundir.checkpoint_bytes(len(self.classes)),
-                                    also=(tf.errors.OpError,)), self.model.graph.as_default():
-                # (a Saver outside its graph tries to work eagerly)
-                self.model.saver.save(self.session, prefix, write_meta_graph=True,
-                                      write_state=True)
-        except BaseException:
-            rundir.remove_checkpoint(run_dir, epoch)
-            atomicfile.remove_orphans(run_dir, held=True)    # ours alone: we hold the run dir
-            raise
+        with atomicfile.writing(prefix, 'the checkpoint of epoch %d' % epoch,
+                                needed=rundir.checkpoint_bytes(len(self.classes)),
+                                also=(tf.errors.OpError,)):
+            try:
+                with self.model.graph.as_default():   # a Saver outside its graph works eagerly
+                    self.model.saver.save(self.session, prefix, write_meta_graph=True,
+                                          write_state=True)
+            except BaseException:
+                rundir.remove_checkpoint(run_dir, epoch)
+                atomicfile.remove_orphans(run_dir, held=True)   # ours alone: we hold the run dir
+                raise
 
     def restore(self, checkpoint):
         with self.model.graph.as_default():
@@ -353,7 +354,7 @@ class Run:
             self.restore(checkpoint)
             return None
         except (tf.errors.OpError, ValueError) as error:
-            damage = checkpoint_damage(checkpoint)
+            damage = evaluation.checkpoint_damage(checkpoint)
             if damage is not None:
                 return damage
             raise RunError('%s does not fit this run (%s): was it made with other layers or '
@@ -424,14 +425,3 @@ class Run:
                 yield (features.reshape((-1, variants) + shape), labels[::variants],
                        paths[::variants])
 
-
-def checkpoint_damage(checkpoint):
-    """Why the files of `checkpoint` are damaged (each tensor is read and checked against the
-    checksum TensorFlow stored with it), or None if they read whole."""
-    try:
-        reader = tf.train.load_checkpoint(checkpoint)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except (tf.errors.OpError, IndexError, ValueError) as error:
-        return (str(error).strip().splitlines() or [type(error).__name__])[0]
-    return None

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure   # no pyplot: no global backend, renders w
 
 import alexnet
 import setting
-from atomicfile import atomic_path
+from atomicfile import atomic_path, orphans_note, remove_orphans, writing
 from errors import UserError
 
 tf1 = tf.compat.v1
@@ -103,8 +103,6 @@ def _load(path):
         return alexnet.load_image(path), None
     except alexnet.ImageError as error:
         return None, str(error)
-    except cv2.error as error:   # a decoder that raises on a corrupt file instead of returning None
-        return None, '%s: %s' % (path, str(error).strip().splitlines()[-1])
 
 
 def _load_batches(paths, batch_size):
@@ -175,23 +173,28 @@ def format_top_k(path, probs_row, names, k):
     return '\n'.join(lines)
 
 
-def _write_atomically(out, write):
-    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is left."""
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+def _write_atomically(out, write, what, needed=None):
+    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is left
+    (nor one that a killed earlier run left); a refused write is a WriteError about `what`."""
+    folder = os.path.dirname(os.path.abspath(out))
+    with writing(out, what, needed):
+        os.makedirs(folder, exist_ok=True)
+        note = orphans_note(*remove_orphans(folder, target=os.path.basename(out)), folder)
+        if note:
+            print(note)
         with atomic_path(out) as temporary:
             write(temporary)
-    except OSError as error:
-        raise ValidateError('cannot write %s (%s)' % (out, error.strerror)) from None
 
 
 def save_probs(out, probs, paths):
     """Write `probs` (N x classes float32) and `paths` (unicode array) to the .npz `out`, atomically;
     np.load(out) reads it without pickle."""
+    probs, paths = np.asarray(probs, np.float32), np.array(paths, dtype=str)
+
     def write(temporary):
         with open(temporary, 'wb') as f:   # a file object: np.savez would append .npz to a name
-            np.savez(f, probs=np.asarray(probs, np.float32), paths=np.array(paths, dtype=str))
-    _write_atomically(out, write)
+            np.savez(f, probs=probs, paths=paths)
+    _write_atomically(out, write, 'the probabilities', probs.nbytes + paths.nbytes)
 
 
 def draw_figure(out, paths, probs, names, k):
@@ -226,7 +229,7 @@ def draw_figure(out, paths, probs, names, k):
             figure.savefig(temporary, dpi=100)
         except ValueError as error:   # e.g. an extension matplotlib has no writer for
             raise ValidateError('cannot write the figure %s (%s)' % (out, error)) from None
-    _write_atomically(out, write)
+    _write_atomically(out, write, 'the figure')
     return count
 
 

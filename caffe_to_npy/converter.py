@@ -14,7 +14,7 @@ import numpy as np
 from google.protobuf import text_format
 
 import netspec
-from atomicfile import atomic_path
+from atomicfile import atomic_path, writing
 
 from . import caffe_pb
 from .caffemodel import CaffeModel
@@ -389,14 +389,13 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None):
         directory = os.path.dirname(os.path.abspath(out_path))
         if not os.path.isdir(directory):
             raise ConversionError('output directory %s does not exist: create it first' % directory)
-        try:
+        # the weights file holds the same float32 values as the .caffemodel: about its size
+        with writing(out_path, 'the weights', needed=os.path.getsize(caffemodel)):
             with atomic_path(out_path, check) as tmp:
                 with open(tmp, 'wb') as f:
                     writer(f, _iter_arrays(steps, model, shapes))
                 del steps
                 seconds = time.perf_counter() - start   # the conversion, not the --verify check
-        except OSError as e:
-            raise ConversionError('cannot write %s: %s' % (out_path, e.strerror or e)) from None
     layers = collections.OrderedDict()
     for name, key, shape in shapes:
         layers.setdefault(name, []).append((key, shape))
