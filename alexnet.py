@@ -256,7 +256,8 @@ def _read_npz(path):
     except WeightsError:
         raise
     except Exception as error:   # zipfile.BadZipFile, truncated members, object arrays ...
-        raise WeightsError('%s is damaged (%s): %s' % (path, error, RECONVERT % path)) from None
+        raise WeightsError('%s: not a readable .npz weights file, damaged or cut short (%s): %s'
+                           % (path, error, RECONVERT % path)) from None
 
 
 def _read_pickled(path):

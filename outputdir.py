@@ -8,7 +8,9 @@ written by one process at a time:
 
 own() takes an exclusive fcntl.flock on FOLDER/.lock and writes its PID there. The kernel releases
 the lock when the holder exits, however it exits (kill -9 included), so a stale lock can't exist;
-the PID in the file only names the holder in the error a second process gets. Holding the lock,
+the PID in the file only names the holder in the error a second process gets. A release deletes
+the file; a lock taken on a file that was deleted or replaced meanwhile is taken again on the
+file now in place, so two processes never both hold the folder. Holding the lock,
 the owner then deletes the temporary files that killed writers left in the folder (atomicfile's
 and TensorFlow's) and logs the space that freed. Read-only uses of a folder take no lock.
 
@@ -53,15 +55,27 @@ class FolderLock:
                     raise FolderBusyError(
                         '%s is in use by another process (PID %s): wait for it to finish or stop '
                         'it, or pass another %s' % (folder, holder or 'unknown', flag)) from None
-                if os.fstat(handle).st_ino != os.stat(self.path).st_ino:
-                    os.close(handle)                # the file was replaced meanwhile: lock anew
+                if not self._current(handle):
+                    os.close(handle)                # deleted or replaced meanwhile: lock anew
                     continue
                 os.ftruncate(handle, 0)
                 os.pwrite(handle, b'%d\n' % os.getpid(), 0)
                 self.handle = handle
 
+    def _current(self, handle):
+        """Is the open file `handle` the one at self.path?"""
+        try:
+            return os.fstat(handle).st_ino == os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self):
         if self.handle is not None:
+            if self._current(self.handle):
+                try:
+                    os.remove(self.path)
+                except OSError:                 # a read-only folder by now: the file can stay
+                    pass
             os.close(self.handle)               # closing the file gives the lock back
             self.handle = None
 

@@ -271,11 +271,9 @@ def _convert(data_dir, output_dir, ratios, seed, workers, overwrite, strict, pro
         if pool is not None:
             pool.close()
         discard()
-        if created and os.listdir(output_dir) == [outputdir.LOCK_FILE]:
-            os.remove(lock.path)                           # failed before writing anything
-            lock.release()
-            os.rmdir(output_dir)
         lock.release()
+        if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
+            os.rmdir(output_dir)                           # failed before writing anything
     return Conversion(classes=classes, rows=rows, skipped=skipped, ignored=ignored,
                       files=sorted(final), seconds=time.perf_counter() - started)
 
