@@ -1,0 +1,695 @@
+"""The machine's faults, injected: full disks, damaged files, two processes at once, kill -9.
+
+Each fault is made to happen, not assumed: a write raises OSError(ENOSPC) (or the error TensorFlow
+raises for it), bytes of a file are cut or flipped, another process holds the folder, a subprocess
+is killed with SIGKILL in the middle of a write. After each one the test checks the exit status,
+that the error is one line without a traceback, that no temporary file is left, that the completed
+work is intact, and that a rerun ends with the outputs of an undisturbed run.
+"""
+import csv
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from matplotlib.figure import Figure
+
+import alexnet
+import atomicfile
+import convert_tfrecord
+import feature_cache
+import fineturn
+import outputdir
+import records
+import rundir
+import synthetic_dataset
+import validate_alexnet_on_imagenet as validate
+from caffe_to_npy import __main__ as caffe_to_npy_main
+from caffe_to_npy import synthetic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+# A subprocess that runs a command line and kills itself with SIGKILL at the Nth call of a
+# function (argv: module, dotted attribute, N, a glob to wait for or '-', then the command).
+# With a glob, the Nth call starts a thread that kills the process as soon as a file matching it
+# exists: how to die in the middle of a write that TensorFlow's C++ code does.
+KILLER = r'''
+import glob, importlib, os, runpy, signal, sys, threading, time
+if __name__ == '__main__':
+    sys.path.insert(0, os.environ['FAULTS_ROOT'])
+    import environment
+    environment.prepare_tensorflow()
+    module, attribute, nth, pattern = sys.argv[1:5]
+    sys.argv = sys.argv[5:]
+    owner = importlib.import_module(module)
+    *path, name = attribute.split('.')
+    for part in path:
+        owner = getattr(owner, part)
+    original, calls = getattr(owner, name), []
+
+    def kill_when_written():
+        while not glob.glob(pattern):
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == int(nth):
+            if pattern == '-':
+                os.kill(os.getpid(), signal.SIGKILL)
+            threading.Thread(target=kill_when_written, daemon=True).start()
+        return original(*args, **kwargs)
+    setattr(owner, name, wrapper)
+    if sys.argv[0] == '-m':
+        sys.argv = sys.argv[1:]
+        runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)
+    else:
+        runpy.run_path(sys.argv[0], run_name='__main__')
+'''
+
+
+def killed_mid_write(tmp_path, module, attribute, nth, pattern, command):
+    """Run `command` (argv after python) under KILLER; return its output once SIGKILL ended it."""
+    script = tmp_path / 'killer.py'
+    script.write_text(KILLER)
+    process = subprocess.run(
+        [sys.executable, str(script), module, attribute, str(nth), pattern] + command,
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, FAULTS_ROOT=ROOT))
+    assert process.returncode == -signal.SIGKILL, process.stderr[-2000:]
+    return process.stdout
+
+
+# --- checks after every fault --------------------------------------------------------------------
+
+def one_line_error(err, prog):
+    """The error: exactly one line `<prog>: error: ...` on stderr besides warnings, no traceback."""
+    assert 'Traceback' not in err, err
+    lines = [line for line in err.splitlines() if line.strip() and
+             not line.startswith('warning: ')]
+    assert len(lines) == 1 and lines[0].startswith(prog + ': error: '), err
+    return lines[0]
+
+
+def temporary_files(folder):
+    return [os.path.join(root, name) for root, folders, names in os.walk(folder)
+            for name in folders + names if atomicfile.temporary_writer(name)[0]]
+
+
+def read_csv(path):
+    with open(path, newline='') as f:
+        return list(csv.DictReader(f))
+
+
+def metrics(run_dir):
+    """metrics.csv without its timings."""
+    return [{k: v for k, v in row.items() if k != 'seconds'}
+            for row in read_csv(os.path.join(run_dir, rundir.METRICS_FILE))]
+
+
+def assert_same_run(run_dir, reference):
+    """The outputs of an undisturbed run: the same files, epochs, figures, report, predictions."""
+    def names(folder):
+        return sorted(n for n in os.listdir(folder) if not n.startswith('events.'))
+    assert names(run_dir) == names(reference)
+    # close, not equal: a killed subprocess may have computed the feature cache with TensorFlow's
+    # other CPU kernels (oneDNN or not, by the environment at its import), which round otherwise
+    close = dict(rel=1e-4, abs=1e-6)
+    got, want = metrics(run_dir), metrics(reference)
+    assert [r['epoch'] for r in got] == [r['epoch'] for r in want]
+    for a, b in zip(got, want):
+        for key in ('train_loss', 'train_accuracy', 'val_loss', 'val_accuracy', 'learning_rate'):
+            assert float(a[key]) == pytest.approx(float(b[key]), **close), key
+    for name in ('best.json', 'test_report.json'):
+        with open(os.path.join(run_dir, name)) as f, open(os.path.join(reference, name)) as g:
+            assert json.load(f) == pytest.approx(json.load(g), **close), name
+    got, want = (read_csv(os.path.join(folder, 'predictions.csv')) for folder in (run_dir,
+                                                                                  reference))
+    assert [(r['path'], r['label'], r['predicted']) for r in got] == \
+        [(r['path'], r['label'], r['predicted']) for r in want]
+    assert [float(r['confidence']) for r in got] == \
+        pytest.approx([float(r['confidence']) for r in want], **close)
+    assert temporary_files(run_dir) == []
+
+
+def flip_byte(path, offset):
+    with open(path, 'r+b') as f:
+        f.seek(offset)
+        value = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([value ^ 0xFF]))
+
+
+# --- fineturn.py ---------------------------------------------------------------------------------
+
+def fineturn_args(data, weights, run_dir, epochs=2):
+    """Deterministic (no dropout, no flips), so a resumed run equals an undisturbed one."""
+    return [str(a) for a in ('--data-dir', data, '--weights', weights, '--run-dir', run_dir,
+                             '--epochs', epochs, '--batch-size', 16, '--seed', 3,
+                             '--keep-prob', 1, '--no-flip')]
+
+
+def run_fineturn(args, capfd):
+    """fineturn.main in this process -> (exit status, stdout, stderr); capfd sees TensorFlow's
+    own C++ logging too."""
+    code = fineturn.main(args)
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope='module')
+def undisturbed(tiny_records, alexnet_npz, tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp('undisturbed'))
+    assert fineturn.main(fineturn_args(tiny_records, alexnet_npz, run_dir)) == 0
+    return run_dir
+
+
+def linked_copy(run_dir, to, damaged=()):
+    """A copy of a run dir made of hard links (every file in a run dir is replaced by a rename,
+    never written in place), with real copies of the files named in `damaged`, to damage."""
+    shutil.copytree(run_dir, to, copy_function=os.link)
+    for name in damaged:
+        path = os.path.join(to, name)
+        os.remove(path)
+        shutil.copyfile(os.path.join(run_dir, name), path)
+    return str(to)
+
+
+class FullDisk:
+    """open() whose files take `room` bytes, then raise ENOSPC, for paths containing `match`."""
+
+    def __init__(self, match, room=4096):
+        self.match, self.room, self.hits = match, room, 0
+
+    def __call__(self, path, mode='r', *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)
+        if self.match not in os.path.basename(str(path)) or 'r' in mode:
+            return handle
+        self.hits += 1
+        return _Filling(handle, self.room)
+
+
+class _Filling:
+    def __init__(self, handle, room):
+        self.handle, self.room = handle, room
+
+    def write(self, data):
+        size = len(data) if isinstance(data, (str, bytes)) else memoryview(data).nbytes
+        if size > self.room:
+            raise ENOSPC
+        self.room -= size
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+def failing_save(epoch_to_fail):
+    """Saver.save that fails like TensorFlow on a full disk at one epoch's checkpoint: part of
+    the data is written under TF's temporary name, then ResourceExhaustedError."""
+    original = tf.compat.v1.train.Saver.save
+
+    def save(self, session, prefix, *args, **kwargs):
+        if prefix.endswith('-%d' % epoch_to_fail):
+            partial = prefix + '.data-00000-of-00001.tempstate8731254127712831641'
+            with open(partial, 'wb') as f:
+                f.write(bytes(1 << 20))
+            raise tf.errors.ResourceExhaustedError(
+                None, None, '%s; No space left on device' % partial)
+        return original(self, session, prefix, *args, **kwargs)
+    return save
+
+
+def test_full_disk_at_each_write_of_a_run(undisturbed, tiny_records, alexnet_npz, tmp_path,
+                                          capfd, monkeypatch):
+    """The disk fills at the feature cache, at a checkpoint, at metrics.csv and at the test
+    report in turn: each time one line, nothing partial, the completed epochs kept; the rerun
+    after the last fault resumes and ends like the undisturbed run."""
+    run_dir = str(tmp_path / 'run')
+    args = fineturn_args(tiny_records, alexnet_npz, run_dir)
+    faults = [   # (what fails, where to patch, with what, completed epochs afterwards)
+        ('the feature cache', feature_cache, 'open', FullDisk('train-'), 0),
+        ('the checkpoint of epoch 2', tf.compat.v1.train.Saver, 'save', failing_save(2), 1),
+        ('the metrics', atomicfile, 'open', FullDisk('metrics', room=10), 1),
+        ('the test report', atomicfile, 'open', FullDisk('test_report', room=10), 2),
+    ]
+    for what, owner, name, fault, completed in faults:
+        with monkeypatch.context() as patch:
+            patch.setattr(owner, name, fault, raising=False)
+            code, out, err = run_fineturn(args, capfd)
+        line = one_line_error(err, 'fineturn.py')
+        assert code == 1
+        assert 'cannot write %s %s' % (what, run_dir) in line and 'no space left' in line, line
+        assert temporary_files(run_dir) == [], what
+        done = rundir.completed_epochs(run_dir)
+        assert [int(row['epoch']) for row in done] == list(range(1, completed + 1)), what
+        for epoch in range(1, completed + 1):
+            assert rundir.has_checkpoint(run_dir, epoch), (what, epoch)
+        if what.startswith('the checkpoint'):
+            assert 'it needs about 228.6 MB' in line
+            assert not [n for n in os.listdir(run_dir) if n.startswith('model.ckpt-2')]
+    code, out, err = run_fineturn(args, capfd)
+    assert code == 0, err
+    assert 'resuming %s after epoch 2' % run_dir in out
+    assert_same_run(run_dir, undisturbed)
+
+
+@pytest.mark.parametrize('checkpoint_damage, cache_damage, says', [
+    ('truncate', 'flip', ('Read less bytes than requested', 'checksum mismatch')),
+    ('no index', 'truncate', ('missing model.ckpt-2.index', 'truncated')),
+])
+def test_damaged_checkpoint_and_cache_are_found_and_redone(
+        undisturbed, tiny_records, alexnet_npz, tmp_path, capfd, checkpoint_damage, cache_damage,
+        says):
+    """The newest checkpoint and a cache file are damaged: the resume says so in one line each,
+    restores the epoch before, computes the cache again and trains the last epoch again."""
+    cache = os.path.join(rundir.CACHE_DIR, next(
+        n for n in os.listdir(os.path.join(undisturbed, rundir.CACHE_DIR))
+        if n.startswith('train-')))
+    data = 'model.ckpt-2.data-00000-of-00001'
+    run_dir = linked_copy(undisturbed, tmp_path / 'run', damaged=(cache, data))
+    if checkpoint_damage == 'truncate':
+        os.truncate(os.path.join(run_dir, data), os.path.getsize(os.path.join(run_dir, data)) // 2)
+        code, _, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir) + [
+            '--evaluate', rundir.checkpoint_path(run_dir, 2)], capfd)
+        assert code == 1 and 'model.ckpt-2 is damaged' in one_line_error(err, 'fineturn.py')
+    else:
+        os.remove(rundir.checkpoint_path(run_dir, 2) + '.index')
+    if cache_damage == 'flip':
+        flip_byte(os.path.join(run_dir, cache), feature_cache.HEADER_SIZE + 1000)
+    else:
+        os.truncate(os.path.join(run_dir, cache), os.path.getsize(os.path.join(run_dir, cache)) - 8)
+
+    code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith('warning: ')]
+    assert len(warnings) == 2, err
+    assert 'model.ckpt-2 of epoch 2 does not restore (%s' % says[0] in warnings[0]
+    assert 'feature cache %s is damaged (%s' % (os.path.join(run_dir, cache), says[1]) in \
+        warnings[1] and warnings[1].endswith(': recomputing')
+    assert 'resuming %s after epoch 1' % run_dir in out
+    assert_same_run(run_dir, undisturbed)
+
+
+def test_kill_9_mid_write_then_rerun(undisturbed, tiny_records, alexnet_npz, tmp_path, capfd,
+                                     monkeypatch):
+    """SIGKILL while the feature cache is written, then while a checkpoint is written: each rerun
+    removes what the dead process left (and says how much), and the last one ends like the
+    undisturbed run. It also warns that the disk looks too small, and goes on."""
+    run_dir = str(tmp_path / 'run')
+    command = [os.path.join(ROOT, 'fineturn.py')] + fineturn_args(tiny_records, alexnet_npz,
+                                                                 run_dir)
+    killed_mid_write(tmp_path, 'feature_cache', '_header', 1, '-', command)
+    left = temporary_files(run_dir)
+    assert [os.path.dirname(p) for p in left] == [os.path.join(run_dir, rundir.CACHE_DIR)]
+    assert os.path.getsize(left[0]) > feature_cache.HEADER_SIZE     # features were written
+
+    out = killed_mid_write(tmp_path, 'tensorflow', 'compat.v1.train.Saver.save', 1,
+                           os.path.join(run_dir, '*.tempstate*'), command)
+    assert 'removed 1 temporary file(s) that interrupted writes left in %s' % run_dir in out
+    assert [os.path.basename(p).split('.tempstate')[0] for p in temporary_files(run_dir)] == \
+        ['model.ckpt-1.data-00000-of-00001']
+
+    monkeypatch.setattr(rundir, 'free_space', lambda path: 100e6)
+    code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
+    assert code == 0, err
+    assert 'removed 1 temporary file(s) that interrupted writes left in %s: ' % run_dir in out
+    warning = [line for line in err.splitlines() if line.startswith('warning: ')]
+    assert len(warning) == 1 and '100.0 MB is free' in warning[0], err
+    assert 'up to 2 checkpoints of 228.6 MB' in warning[0] and '--keep-checkpoints N' in warning[0]
+    assert_same_run(run_dir, undisturbed)
+
+
+def test_a_second_process_is_refused_and_a_killed_holder_frees_the_folder(
+        tiny_records, alexnet_npz, images_and_conversion, tmp_path, capfd):
+    held = tmp_path / 'held'
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; sys.path.insert(0, %r); import outputdir; '
+         'lock = outputdir.own(%r, "--run-dir"); print("held", flush=True); time.sleep(120)'
+         % (ROOT, str(held))], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        code, _, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, held), capfd)
+        line = one_line_error(err, 'fineturn.py')
+        assert code == 1
+        assert '%s is in use by another process (PID %d)' % (held, holder.pid) in line
+        assert convert_tfrecord.main(['--data-dir', images_and_conversion[0], '--output-dir',
+                                      str(held), '--quiet']) == 1
+        line = one_line_error(capfd.readouterr().err, 'convert_tfrecord.py')
+        assert '(PID %d)' % holder.pid in line and 'another --output-dir' in line
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with outputdir.own(str(held), '--run-dir'):       # the kernel let go at once
+        assert open(held / outputdir.LOCK_FILE).read().strip() == str(os.getpid())
+    assert not os.path.exists(held / outputdir.LOCK_FILE)
+
+
+def test_a_damaged_record_is_named_with_the_fix(tiny_records, alexnet_npz, tmp_path, capfd):
+    data = str(tmp_path / 'records')
+    shutil.copytree(tiny_records, data)
+    damaged = records.record_files(data, 'validation')[0]
+    flip_byte(damaged, os.path.getsize(damaged) // 2)
+    run_dir = str(tmp_path / 'run')
+    code, _, err = run_fineturn(fineturn_args(data, alexnet_npz, run_dir), capfd)
+    line = one_line_error(err, 'fineturn.py')
+    assert code == 1
+    assert '%s is damaged: record' % damaged in line and 'fails its CRC check' in line
+    assert line.endswith(records.RECONVERT_COMMAND % data)
+    assert temporary_files(run_dir) == []
+    cache = os.listdir(os.path.join(run_dir, rundir.CACHE_DIR))      # the train split's, whole
+    assert len(cache) == 1 and cache[0].startswith('train-')
+
+
+def test_a_record_that_does_not_parse_is_named(tmp_path):
+    data = str(tmp_path)
+    with open(os.path.join(data, records.LABELS_FILE), 'w') as f:
+        f.write('a\n')
+    path = os.path.join(data, 'test-00000-of-00001.tfrecord')
+    with tf.io.TFRecordWriter(path) as writer:      # valid CRCs, not an Example
+        writer.write(b'\x01\x02not a protobuf')
+    error = records.damaged_record(data, 'test')
+    assert error is not None and str(error).startswith(
+        '%s is damaged: record 0 does not parse' % path)
+
+
+@pytest.mark.parametrize('damage', ['truncated', 'wrong arrays'])
+def test_a_damaged_weights_file_is_named_with_the_fix(tiny_records, alexnet_npz, tmp_path,
+                                                      capfd, damage):
+    weights = str(tmp_path / 'weights.npz')
+    if damage == 'truncated':
+        with open(alexnet_npz, 'rb') as f, open(weights, 'wb') as g:
+            g.write(f.read(50 << 20))
+    else:
+        arrays = dict(np.load(alexnet_npz))
+        arrays['fc7/weights'] = arrays['fc7/weights'][:100]
+        np.savez(weights, **arrays)
+    code, _, err = run_fineturn(fineturn_args(tiny_records, weights, tmp_path / 'run'), capfd)
+    line = one_line_error(err, 'fineturn.py')
+    assert code == 1 and weights in line and 'python -m caffe_to_npy' in line
+    assert ('damaged' in line) if damage == 'truncated' else ('fc7/weights has shape' in line)
+
+
+# --- convert_tfrecord.py -------------------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def images_and_conversion(tmp_path_factory):
+    """A small image folder with one damaged image, and its undisturbed conversion."""
+    images = str(tmp_path_factory.mktemp('images'))
+    folder = synthetic_dataset.make_dataset_folder(images, num_classes=3, per_class=8, size=64,
+                                                   quirks=False, workers=1)
+    good, victim = (os.path.join(images, path) for path in sorted(folder.images)[4:6])
+    with open(victim, 'r+b') as f:                   # its header overwritten: not decodable
+        f.write(bytes(64))
+    out = str(tmp_path_factory.mktemp('records'))
+    assert convert_tfrecord.main(['--data-dir', images, '--output-dir', out, '--workers', '1',
+                                  '--quiet', '--overwrite']) == 0
+    return images, out, victim, good
+
+
+def same_files(folder, reference):
+    names = sorted(os.listdir(reference))
+    assert sorted(os.listdir(folder)) == names
+    for name in names:
+        with open(os.path.join(folder, name), 'rb') as f, \
+                open(os.path.join(reference, name), 'rb') as g:
+            assert f.read() == g.read(), name
+
+
+def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, tmp_path, capfd,
+                                                       monkeypatch):
+    images, reference = images_and_conversion[:2]
+    out = str(tmp_path / 'out')
+    shutil.copytree(reference, out)
+    original, written = tf.io.TFRecordWriter, []
+
+    class FillingWriter(original):
+        def write(self, record):
+            written.append(record)
+            if len(written) == 5:
+                raise tf.errors.ResourceExhaustedError(None, None, 'x; No space left on device')
+            return super().write(record)
+    monkeypatch.setattr(tf.io, 'TFRecordWriter', FillingWriter)
+    args = ['--data-dir', images, '--output-dir', out, '--workers', '1', '--quiet', '--overwrite']
+    code = convert_tfrecord.main(args)
+    line = one_line_error(capfd.readouterr().err, 'convert_tfrecord.py')
+    assert code == 1
+    assert 'cannot write the records in %s: no space left' % out in line and 'needs about' in line
+    assert temporary_files(out) == []
+    same_files(out, reference)                       # the earlier conversion, untouched
+    monkeypatch.undo()
+    assert convert_tfrecord.main(args) == 0
+    same_files(out, reference)
+
+
+def test_convert_killed_mid_write_then_rerun(images_and_conversion, tmp_path, capfd):
+    images, reference = images_and_conversion[:2]
+    out = str(tmp_path / 'out')
+    command = [os.path.join(ROOT, 'convert_tfrecord.py'), '--data-dir', images, '--output-dir',
+               out, '--workers', '1', '--quiet']
+    killed_mid_write(tmp_path, 'record_writer', 'serialize_example', 5, '-', command)
+    assert len(temporary_files(out)) == 5          # labels.txt, split.csv and 3 splits' records
+    assert [name for name in os.listdir(out) if not name.startswith('.')] == []
+    assert convert_tfrecord.main(command[1:]) == 0
+    out_text = capfd.readouterr().out
+    assert 'removed 5 temporary file(s) that interrupted writes left in %s: ' % out in out_text
+    same_files(out, reference)
+
+
+def test_a_damaged_image_is_named(images_and_conversion, tmp_path, capfd):
+    images, _, victim, _ = images_and_conversion
+    code = convert_tfrecord.main(['--data-dir', images, '--output-dir', str(tmp_path / 'out'),
+                                  '--workers', '1', '--quiet', '--strict'])
+    out, err = capfd.readouterr()
+    line = one_line_error(err, 'convert_tfrecord.py')
+    assert code == 1 and os.path.relpath(victim, images).replace(os.sep, '/') in line
+    assert 'not decodable' in line and not os.path.exists(tmp_path / 'out')
+
+
+# --- validate_alexnet_on_imagenet.py and caffe_to_npy ---------------------------------------------
+
+def test_validate_full_disk_at_probs_then_figure(alexnet_npz, images_and_conversion, tmp_path,
+                                                 capfd, monkeypatch):
+    image = images_and_conversion[3]
+    probs, figure = str(tmp_path / 'probs.npz'), str(tmp_path / 'check.png')
+    args = [image, '--weights', alexnet_npz, '--save-probs', probs, '--figure', figure]
+
+    def fill_disk(self, path, **kwargs):
+        with open(path, 'wb') as f:
+            f.write(bytes(1000))
+        raise ENOSPC
+    for what, inject in (
+            ('the probabilities %s' % probs,
+             lambda: monkeypatch.setattr(validate, 'open', FullDisk('probs'), raising=False)),
+            ('the figure %s' % figure, lambda: monkeypatch.setattr(Figure, 'savefig', fill_disk))):
+        inject()
+        code = validate.main(args)
+        line = one_line_error(capfd.readouterr().err, validate.PROG)
+        assert code == 1 and 'cannot write %s: no space left' % what in line
+        assert temporary_files(str(tmp_path)) == []
+        monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ['probs.npz']     # the completed one is kept
+    assert validate.main(args) == 0
+    assert np.load(probs)['probs'].shape == (1, alexnet.NUM_IMAGENET_CLASSES)
+    assert os.path.getsize(figure) > 0 and temporary_files(str(tmp_path)) == []
+
+
+def test_caffe_to_npy_killed_mid_write_then_rerun(tmp_path, capsys):
+    prototxt, caffemodel = synthetic.write_alexnet(str(tmp_path), num_classes=10, width=0.25)
+    out, reference = str(tmp_path / 'w.npz'), str(tmp_path / 'reference.npz')
+    assert caffe_to_npy_main.main([prototxt, caffemodel, reference]) == 0
+    killed_mid_write(tmp_path, 'numpy', 'lib.format.write_array', 6, '-',
+                     ['-m', 'caffe_to_npy', prototxt, caffemodel, out])
+    left = temporary_files(str(tmp_path))
+    assert len(left) == 1 and os.path.basename(left[0]).startswith('.w.tmp-')
+    capsys.readouterr()
+    assert caffe_to_npy_main.main([prototxt, caffemodel, out]) == 0
+    assert 'removed 1 temporary file(s)' in capsys.readouterr().out
+    with open(out, 'rb') as f, open(reference, 'rb') as g:
+        assert f.read() == g.read()
+    assert temporary_files(str(tmp_path)) == []
+
+
+# --- the pieces, without TensorFlow runs ---------------------------------------------------------
+
+@pytest.mark.parametrize('number, says', [
+    (errno.ENOSPC, 'no space left on the device (it needs about 2.0 MB, '),
+    (errno.EDQUOT, 'disk quota exceeded (it needs about 2.0 MB, '),
+    (errno.EIO, 'input/output error: the disk or its connection failed (it needs about 2.0 MB)'),
+    (errno.EROFS, 'read-only file system (it needs about 2.0 MB): write elsewhere'),
+])
+def test_a_refused_write_says_what_where_and_how_much(tmp_path, number, says):
+    target = str(tmp_path / 'metrics.csv')
+
+    def refused(f):
+        f.write('epoch')
+        raise OSError(number, os.strerror(number))
+    with pytest.raises(atomicfile.WriteError) as caught:
+        atomicfile.atomic_write(target, refused, what='the metrics', needed=2e6)
+    message = str(caught.value)
+    assert message.startswith('cannot write the metrics %s: %s' % (target, says)), message
+    assert message.endswith('then rerun the same command') and '\n' not in message
+    assert os.listdir(tmp_path) == []
+    tf_error = tf.errors.ResourceExhaustedError(None, None, 'a; %s' % os.strerror(number))
+    with pytest.raises(atomicfile.WriteError, match=says.split(' (')[0]):
+        with atomicfile.writing(target, 'the checkpoint', also=(tf.errors.OpError,)):
+            raise tf_error
+    with pytest.raises(tf.errors.InvalidArgumentError):    # not a write fault: passes unchanged
+        with atomicfile.writing(target, 'the checkpoint', also=(tf.errors.OpError,)):
+            raise tf.errors.InvalidArgumentError(None, None, 'shapes differ')
+
+
+def test_a_read_only_run_dir_is_one_line(tmp_path, monkeypatch):
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(outputdir.LOCK_FILE):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, 'open', read_only)
+    with pytest.raises(atomicfile.WriteError, match='lock file .*: read-only file system'):
+        outputdir.own(str(tmp_path), '--run-dir')
+
+
+def test_orphans_are_those_of_dead_writers(tmp_path):
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True).stdout.strip()
+    names = {'.metrics.tmp-%s-abcd1234.csv' % dead: True,            # ours, writer dead
+             '.metrics.tmp-%d-abcd1234.csv' % os.getpid(): False,     # ours, writer alive
+             'model.ckpt-3.data-00000-of-00001.tempstate12345': 'held',   # TensorFlow's
+             'checkpoint.tmp0123456789abcdef0123456789abcdef': 'held',
+             '.train-key.x1y2z3w4.tmp.npy': 'held',                   # before the PID was there
+             'model.ckpt-3.index': False, 'metrics.csv': False, '.lock': False}
+    (tmp_path / 'feature_cache').mkdir()
+    for name in names:
+        (tmp_path / 'feature_cache' / name).write_bytes(b'x' * 1000)
+    (tmp_path / ('.export.tmp-%s-qwer5678' % dead)).mkdir()            # a folder, whole
+    (tmp_path / ('.export.tmp-%s-qwer5678' % dead) / 'saved_model.pb').write_bytes(b'y' * 500)
+    for held in (False, True):
+        expected = sorted([str(tmp_path / ('.export.tmp-%s-qwer5678' % dead))] + [
+            str(tmp_path / 'feature_cache' / n) for n, kind in names.items()
+            if kind is True or (held and kind == 'held')])
+        assert sorted(atomicfile.orphans(str(tmp_path), held)) == expected
+    assert atomicfile.remove_orphans(str(tmp_path), held=True) == (5, 4500)
+    assert sorted(os.listdir(tmp_path / 'feature_cache')) == sorted(
+        n for n, kind in names.items() if kind is False)
+
+
+def test_atomic_dir_is_complete_or_absent(tmp_path):
+    target = str(tmp_path / 'export')
+    with pytest.raises(KeyboardInterrupt):
+        with atomicfile.atomic_dir(target) as folder:
+            (tmp_path / os.path.basename(folder) / 'a').write_text('half')
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+    for text in ('first', 'second'):
+        with atomicfile.atomic_dir(target, replace=True) as folder:
+            with open(os.path.join(folder, 'a'), 'w') as f:
+                f.write(text)
+        assert open(os.path.join(target, 'a')).read() == text
+    assert os.listdir(tmp_path) == ['export']
+    with pytest.raises(FileExistsError):
+        with atomicfile.atomic_dir(target):
+            pass
+    assert os.listdir(tmp_path) == ['export']
+
+
+def rows(n):
+    return [rundir.metrics_row(e, 1.0, 0.5, 1.0, 0.1 * e, 1e-4, 1.0) for e in range(1, n + 1)]
+
+
+def test_resume_takes_the_newest_checkpoint_that_restores(tmp_path):
+    run_dir = str(tmp_path)
+    metrics_rows = rows(5)
+    rundir.write_metrics(run_dir, metrics_rows)
+    for epoch in (2, 4, 5):                # 1 and 3 pruned
+        for suffix in rundir.CHECKPOINT_SUFFIXES:
+            open(rundir.checkpoint_path(run_dir, epoch) + suffix, 'w').close()
+    os.remove(rundir.checkpoint_path(run_dir, 5) + '.index')
+    tried, warned = [], []
+
+    def restore(prefix):
+        tried.append(os.path.basename(prefix))
+        return 'checksum mismatch' if prefix.endswith('-4') else None
+    resumed = rundir.resume(run_dir, metrics_rows, restore, warned.append)
+    assert [r['epoch'] for r in resumed] == [1, 2] and tried == ['model.ckpt-4', 'model.ckpt-2']
+    assert len(warned) == 2 and 'missing model.ckpt-5.index' in warned[0]
+    assert 'model.ckpt-4 of epoch 4 does not restore (checksum mismatch)' in warned[1]
+    assert [r['epoch'] for r in rundir.completed_epochs(run_dir)] == ['1', '2']
+    warned.clear()
+    assert rundir.resume(run_dir, rundir.completed_epochs(run_dir), lambda p: 'damaged',
+                         warned.append) == []
+    assert 'starting again from the pretrained weights' in warned[-1]
+    assert rundir.completed_epochs(run_dir) == []
+
+
+def test_space_warning_counts_what_is_kept(tmp_path, monkeypatch):
+    settings = fineturn.settings_from(fineturn.parse_args(['--run-dir', str(tmp_path)]))
+    assert settings.keep_checkpoints == 5 and settings.epochs == 20      # the defaults
+    monkeypatch.setattr(rundir, 'free_space', lambda path: 10e9)
+    assert rundir.space_warning(str(tmp_path), settings, 0, 200e6, 260e6) is None
+    monkeypatch.setattr(rundir, 'free_space', lambda path: 1.1e9)
+    warning = rundir.space_warning(str(tmp_path), settings, 0, 200e6, 260e6)
+    # the last 5, the best and the one being written: 7 x 200 MB, and the cache
+    assert 'about 1.7 GB more' in warning and 'up to 7 checkpoints of 200.0 MB' in warning
+    assert 'a 260.0 MB feature cache' in warning and '1.1 GB is free' in warning
+    assert '--keep-checkpoints N (now 5' in warning
+    settings.keep_checkpoints = 0                                          # keep all 20
+    assert 'up to 20 checkpoints' in rundir.space_warning(str(tmp_path), settings, 0, 200e6, 0)
+
+
+@pytest.mark.parametrize('damage, says', [
+    ('truncate', 'truncated: '),
+    ('flip data', 'checksum mismatch'),
+    ('flip header', 'header checksum mismatch'),
+    ('foreign', 'written for split validation'),
+    ('not a cache', 'not a feature cache file'),
+])
+def test_a_damaged_cache_file_is_never_used(tmp_path, damage, says):
+    shape = (5, 2, 3, 3, 4)
+    features = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    batches = [(features[:3], np.arange(3), np.array(['a', 'b', 'c'])),
+               (features[3:], np.arange(3, 5), np.array(['d', 'é']))]
+    folder = str(tmp_path)
+    loaded = feature_cache.write(folder, 'train', 'k', shape, iter(batches), ram_gb=1)
+    assert np.array_equal(loaded[0], features) and list(loaded[2]) == list('abcdé')
+    path = feature_cache.path(folder, 'train', 'k')
+    if damage == 'truncate':
+        os.truncate(path, os.path.getsize(path) - 1)
+    elif damage == 'flip data':
+        flip_byte(path, feature_cache.HEADER_SIZE + 17)
+    elif damage == 'flip header':
+        flip_byte(path, len(feature_cache.MAGIC) + 3)
+    elif damage == 'foreign':
+        feature_cache.write(folder, 'validation', 'k', shape, iter(batches), ram_gb=1)
+        os.replace(feature_cache.path(folder, 'validation', 'k'), path)
+    else:
+        with open(path, 'wb') as f:
+            np.save(f, features)
+    with pytest.raises(feature_cache.DamagedCacheError) as caught:
+        feature_cache.load(folder, 'train', 'k', shape, ram_gb=1)
+    assert str(caught.value).startswith('feature cache %s is damaged (%s' % (path, says))
+    assert not os.path.exists(path)                          # deleted: it is recomputed
+
+
+def test_a_full_disk_while_caching_leaves_nothing(tmp_path, monkeypatch):
+    shape = (4, 1, 2)
+    monkeypatch.setattr(feature_cache, 'open', FullDisk('train-', room=feature_cache.HEADER_SIZE),
+                        raising=False)
+    batches = iter([(np.ones((4, 1, 2), np.float32), np.arange(4), np.array(list('abcd')))])
+    with pytest.raises(atomicfile.WriteError, match='the feature cache .*needs about 4.2 kB'):
+        feature_cache.write(str(tmp_path), 'train', 'k', shape, batches, ram_gb=1)
+    assert os.listdir(tmp_path) == []
