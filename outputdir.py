@@ -15,6 +15,20 @@ the owner then deletes the temporary files that killed writers left in the folde
 and TensorFlow's) and logs the space that freed. Read-only uses of a folder take no lock.
 
 On a system without fcntl (Windows) folders are not locked.
+
+An exporter (a SavedModel export) uses the same pieces: own the folder that holds the export,
+write the export as a whole folder that appears complete or not at all, and let a refused write
+say what it needed:
+
+    lock = outputdir.own(export_dir, '--export-dir')       # also removes dead exporters' leftovers
+    try:
+        target = os.path.join(export_dir, 'saved_model')
+        with atomicfile.writing(target, 'the SavedModel', needed=checkpoint_bytes,
+                                also=(tf.errors.OpError,)), \
+                atomicfile.atomic_dir(target, replace=overwrite) as temporary:
+            ...                                            # write the SavedModel into `temporary`
+    finally:
+        lock.release()
 """
 import errno
 import os
