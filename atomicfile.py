@@ -99,7 +99,14 @@ def atomic_dir(path, replace=False):
             old = tempfile.mkdtemp(dir=parent, prefix=_temporary_prefix(path))
             os.rmdir(old)
             os.rename(path, old)
-        os.rename(temporary, path)
+            try:
+                os.rename(temporary, path)
+            except BaseException:
+                os.rename(old, path)            # the previous one back in place
+                old = None
+                raise
+        else:
+            os.rename(temporary, path)
     finally:
         for leftover in (temporary, old):
             if leftover is not None and os.path.isdir(leftover):
@@ -161,8 +168,9 @@ def orphans(folder, held=False, target=None):
     return found
 
 
-def remove_orphans(folder, held=False, target=None):
-    """Delete orphans(folder, held, target) -> (how many, bytes freed)."""
+def remove_orphans(folder, held=False, target=None, log=None):
+    """Delete orphans(folder, held, target) -> (how many, bytes freed); with `log`, say so in
+    one line through it when there were any."""
     count = freed = 0
     for path in orphans(folder, held, target):
         try:
@@ -174,15 +182,10 @@ def remove_orphans(folder, held=False, target=None):
         except FileNotFoundError:               # its writer's own cleanup came first
             continue
         count, freed = count + 1, freed + size
-    return count, freed
-
-
-def orphans_note(count, freed, folder):
-    """The log line for remove_orphans' result, or None if it removed nothing."""
-    if not count:
-        return None
-    return ('removed %d temporary file(s) that interrupted writes left in %s: %s freed'
+    if count and log is not None:
+        log('removed %d temporary file(s) that interrupted writes left in %s: %s freed'
             % (count, folder, human_size(freed)))
+    return count, freed
 
 
 # --- failed writes -------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import netspec
 import records
 import report
 import rundir
-from atomicfile import orphans_note, remove_orphans, writing
+from atomicfile import remove_orphans, writing
 from rundir import RunError
 
 tf1 = tf.compat.v1
@@ -92,9 +92,7 @@ def evaluate_checkpoint(data_dir, checkpoint):
     with writing(out_dir, 'the folder'):
         os.makedirs(out_dir, exist_ok=True)
     # no lock here (a read-only use of the run), so only what dead processes left goes
-    note = orphans_note(*remove_orphans(out_dir), out_dir)
-    if note:
-        print(note, flush=True)
+    remove_orphans(out_dir, log=lambda line: print(line, flush=True))
     written = write_test_report(out_dir, classes, result, prefix)
     print(' * %s  test Acc@1 %.4f (%d/%d)  report: %s'
           % (prefix, written['accuracy'], written['correct'], written['total'],

@@ -33,7 +33,7 @@ say what it needed:
 import errno
 import os
 
-from atomicfile import orphans_note, remove_orphans, writing
+from atomicfile import remove_orphans, writing
 from errors import UserError
 
 try:
@@ -108,10 +108,8 @@ def own(folder, flag, log=print):
         os.makedirs(folder, exist_ok=True)
     lock = FolderLock(folder, flag)
     try:
-        note = orphans_note(*remove_orphans(folder, held=True), folder)
+        remove_orphans(folder, held=True, log=log)
     except BaseException:
         lock.release()
         raise
-    if note:
-        log(note)
     return lock

@@ -315,9 +315,8 @@ def _reopen(settings):
             try:
                 saved = json.load(f)
             except ValueError as error:
-                raise RunError('%s is damaged (%s): write the settings of the run into it, or '
-                               'delete it to resume with the current ones'
-                               % (settings_path, error)) from None
+                raise RunError('%s is damaged (%s): delete it and rerun with the settings the '
+                               'run was started with' % (settings_path, error)) from None
         changed = [key for key in RECIPE_KEYS if saved.get(key) != current[key]]
         if changed:
             raise RunError('%s was trained with other %s (%s): use a new --run-dir, or the same '

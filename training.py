@@ -424,4 +424,3 @@ class Run:
                 bar.update(len(features))
                 yield (features.reshape((-1, variants) + shape), labels[::variants],
                        paths[::variants])
-

@@ -36,7 +36,7 @@ from matplotlib.figure import Figure   # no pyplot: no global backend, renders w
 
 import alexnet
 import setting
-from atomicfile import atomic_path, orphans_note, remove_orphans, writing
+from atomicfile import atomic_path, remove_orphans, writing
 from errors import UserError
 
 tf1 = tf.compat.v1
@@ -179,9 +179,7 @@ def _write_atomically(out, write, what, needed=None):
     folder = os.path.dirname(os.path.abspath(out))
     with writing(out, what, needed):
         os.makedirs(folder, exist_ok=True)
-        note = orphans_note(*remove_orphans(folder, target=os.path.basename(out)), folder)
-        if note:
-            print(note)
+        remove_orphans(folder, target=os.path.basename(out), log=print)
         with atomic_path(out) as temporary:
             write(temporary)
 

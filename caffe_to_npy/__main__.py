@@ -4,7 +4,7 @@ import os
 import sys
 
 import environment
-from atomicfile import orphans_note, remove_orphans
+from atomicfile import remove_orphans
 from errors import UserError
 
 from . import TOLERANCE
@@ -67,9 +67,7 @@ def main(argv=None):
                 raise _Mismatch()
     folder = os.path.dirname(os.path.abspath(args.out))
     if os.path.isdir(folder):     # what a killed conversion to the same file left
-        note = orphans_note(*remove_orphans(folder, target=os.path.basename(args.out)), folder)
-        if note:
-            print(note)
+        remove_orphans(folder, target=os.path.basename(args.out), log=print)
     try:
         summary = convert_file(args.prototxt, args.caffemodel, args.out,
                                legacy_npy=args.legacy_npy, check=check)
