@@ -8,8 +8,9 @@ file as fineturn.py does (the crc32 computed while writing) and loads it back in
 checked); then the same with a crc32 that does nothing, so the difference is the checksum's
 cost; and, for reference, zlib.crc32 alone and a plain np.save / np.load, which check nothing.
 Reads come from the page cache (the file was just written), as they do when a run resumes right
-after another; from a cold disk every load waits on the disk alike. Medians of --repeat runs; the load average is printed because other
-processes slow every figure down.
+after another; from a cold disk every load waits on the disk alike. Writes of new files wait on
+the disk's write-back, whatever their format. Medians of --repeat runs; the load average is
+printed because other processes slow every figure down.
 """
 import argparse
 import os

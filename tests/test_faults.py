@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -25,6 +26,7 @@ import atomicfile
 import convert_tfrecord
 import feature_cache
 import fineturn
+import images
 import outputdir
 import records
 import rundir
@@ -419,16 +421,16 @@ def test_a_damaged_weights_file_is_named_with_the_fix(tiny_records, alexnet_npz,
 @pytest.fixture(scope='module')
 def images_and_conversion(tmp_path_factory):
     """A small image folder with one damaged image, and its undisturbed conversion."""
-    images = str(tmp_path_factory.mktemp('images'))
-    folder = synthetic_dataset.make_dataset_folder(images, num_classes=3, per_class=8, size=64,
-                                                   quirks=False, workers=1)
-    good, victim = (os.path.join(images, path) for path in sorted(folder.images)[4:6])
+    image_dir = str(tmp_path_factory.mktemp('images'))
+    folder = synthetic_dataset.make_dataset_folder(image_dir, num_classes=3, per_class=8,
+                                                   size=64, quirks=False, workers=1)
+    good, victim = (os.path.join(image_dir, path) for path in sorted(folder.images)[4:6])
     with open(victim, 'r+b') as f:                   # its header overwritten: not decodable
         f.write(bytes(64))
     out = str(tmp_path_factory.mktemp('records'))
-    assert convert_tfrecord.main(['--data-dir', images, '--output-dir', out, '--workers', '1',
+    assert convert_tfrecord.main(['--data-dir', image_dir, '--output-dir', out, '--workers', '1',
                                   '--quiet', '--overwrite']) == 0
-    return images, out, victim, good
+    return image_dir, out, victim, good
 
 
 def same_files(folder, reference):
@@ -442,7 +444,7 @@ def same_files(folder, reference):
 
 def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, tmp_path, capfd,
                                                        monkeypatch):
-    images, reference = images_and_conversion[:2]
+    image_dir, reference = images_and_conversion[:2]
     out = str(tmp_path / 'out')
     shutil.copytree(reference, out)
     original, written = tf.io.TFRecordWriter, []
@@ -454,7 +456,8 @@ def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, t
                 raise tf.errors.ResourceExhaustedError(None, None, 'x; No space left on device')
             return super().write(record)
     monkeypatch.setattr(tf.io, 'TFRecordWriter', FillingWriter)
-    args = ['--data-dir', images, '--output-dir', out, '--workers', '1', '--quiet', '--overwrite']
+    args = ['--data-dir', image_dir, '--output-dir', out, '--workers', '1', '--quiet',
+            '--overwrite']
     code = convert_tfrecord.main(args)
     line = one_line_error(capfd.readouterr().err, 'convert_tfrecord.py')
     assert code == 1
@@ -467,9 +470,9 @@ def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, t
 
 
 def test_convert_killed_mid_write_then_rerun(images_and_conversion, tmp_path, capfd):
-    images, reference = images_and_conversion[:2]
+    image_dir, reference = images_and_conversion[:2]
     out = str(tmp_path / 'out')
-    command = [os.path.join(ROOT, 'convert_tfrecord.py'), '--data-dir', images, '--output-dir',
+    command = [os.path.join(ROOT, 'convert_tfrecord.py'), '--data-dir', image_dir, '--output-dir',
                out, '--workers', '1', '--quiet']
     killed_mid_write(tmp_path, 'record_writer', 'serialize_example', 5, '-', command)
     assert len(temporary_files(out)) == 5          # labels.txt, split.csv and 3 splits' records
@@ -481,13 +484,27 @@ def test_convert_killed_mid_write_then_rerun(images_and_conversion, tmp_path, ca
 
 
 def test_a_damaged_image_is_named(images_and_conversion, tmp_path, capfd):
-    images, _, victim, _ = images_and_conversion
-    code = convert_tfrecord.main(['--data-dir', images, '--output-dir', str(tmp_path / 'out'),
+    image_dir, _, victim, _ = images_and_conversion
+    code = convert_tfrecord.main(['--data-dir', image_dir, '--output-dir', str(tmp_path / 'out'),
                                   '--workers', '1', '--quiet', '--strict'])
     out, err = capfd.readouterr()
     line = one_line_error(err, 'convert_tfrecord.py')
-    assert code == 1 and os.path.relpath(victim, images).replace(os.sep, '/') in line
+    assert code == 1 and os.path.relpath(victim, image_dir).replace(os.sep, '/') in line
     assert 'not decodable' in line and not os.path.exists(tmp_path / 'out')
+
+
+def test_a_decoder_that_raises_is_an_unreadable_image(images_and_conversion, monkeypatch):
+    """Some OpenCV decoders raise on a damaged file instead of returning None: still one clear
+    error naming the file, in the converter's reader and in the one validate uses."""
+    def raising(*args):
+        raise cv2.error('OpenCV: (-2:Unspecified error) Unexpected end of input stream')
+    monkeypatch.setattr(cv2, 'imdecode', raising)
+    monkeypatch.setattr(cv2, 'imread', raising)
+    good = images_and_conversion[3]
+    with pytest.raises(images.ImageReadError, match='not decodable .*Unexpected end of input'):
+        images.read_bgr8(good)
+    with pytest.raises(alexnet.ImageError, match='%s: not an image OpenCV can read' % good):
+        alexnet.read_bgr(good)
 
 
 # --- validate_alexnet_on_imagenet.py and caffe_to_npy ---------------------------------------------
