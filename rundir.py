@@ -279,14 +279,15 @@ def write_best(run_dir, rows):
     save_json(os.path.join(run_dir, BEST_FILE),
               {'epoch': int(best['epoch']), 'val_accuracy': float(best['val_accuracy']),
                'val_loss': float(best['val_loss']),
-               'checkpoint': os.path.basename(checkpoint_path(run_dir, int(best['epoch'])))})
+               'checkpoint': os.path.basename(checkpoint_path(run_dir, int(best['epoch'])))},
+              'the best epoch')
     return best
 
 
 # --- the folder ----------------------------------------------------------------------------------
 
-def save_json(path, value):
-    atomic_write(path, lambda f: json.dump(value, f, indent=1), what='the settings')
+def save_json(path, value, what):
+    atomic_write(path, lambda f: json.dump(value, f, indent=1), what=what)
 
 
 def open_run(settings, log=print):
@@ -322,5 +323,5 @@ def _reopen(settings):
             raise RunError('%s was trained with other %s (%s): use a new --run-dir, or the same '
                            'settings to resume' % (run_dir, ', '.join(changed), ', '.join(
                                '%s=%s' % (key, saved.get(key)) for key in changed)))
-    save_json(settings_path, current)
+    save_json(settings_path, current, 'the settings')
     return rows
