@@ -10,9 +10,9 @@ own() takes an exclusive fcntl.flock on FOLDER/.lock and writes its PID there. T
 the lock when the holder exits, however it exits (kill -9 included), so a stale lock can't exist;
 the PID in the file only names the holder in the error a second process gets. A release deletes
 the file; a lock taken on a file that was deleted or replaced meanwhile is taken again on the
-file now in place, so two processes never both hold the folder. Holding the lock,
-the owner then deletes the temporary files that killed writers left in the folder (atomicfile's
-and TensorFlow's) and logs the space that freed. Read-only uses of a folder take no lock.
+file now in place, so two processes never both hold the folder. Holding the lock, the owner
+then deletes the temporary files that killed writers left in the folder (atomicfile's and
+TensorFlow's) and logs the space that freed. Read-only uses of a folder take no lock.
 
 On a system without fcntl (Windows) folders are not locked.
 
@@ -20,15 +20,15 @@ An exporter (a SavedModel export) uses the same pieces: own the folder that hold
 write the export as a whole folder that appears complete or not at all, and let a refused write
 say what it needed:
 
-    lock = outputdir.own(export_dir, '--export-dir')       # also removes dead exporters' leftovers
-    try:
+    with outputdir.own(export_dir, '--export-dir'):    # also removes dead exporters' leftovers
         target = os.path.join(export_dir, 'saved_model')
-        with atomicfile.writing(target, 'the SavedModel', needed=checkpoint_bytes,
+        with atomicfile.writing(target, 'the SavedModel', needed=rundir.checkpoint_bytes(classes),
                                 also=(tf.errors.OpError,)), \
                 atomicfile.atomic_dir(target, replace=overwrite) as temporary:
-            ...                                            # write the SavedModel into `temporary`
-    finally:
-        lock.release()
+            ...                                        # write the SavedModel into `temporary`
+
+(atomic_dir goes inside writing: its temporary folder is gone before the error counts the free
+space.)
 """
 import errno
 import os
