@@ -18,6 +18,7 @@ import tensorflow as tf
 
 import netspec
 from errors import UserError
+import weights_file
 from weights_file import Weights, WeightsError, read as read_weights  # noqa: F401 (re-exported)
 
 tf1 = tf.compat.v1
@@ -83,7 +84,10 @@ def read_bgr(path):
     """cv2.imread as 8-bit BGR colour, with a clear error instead of None."""
     if not os.path.isfile(path):
         raise ImageError('%s: no such image file' % path)
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error:                 # some decoders raise on a damaged file instead of failing
+        image = None
     if image is None:
         raise ImageError('%s: not an image OpenCV can read (corrupt or unsupported format)' % path)
     return image
@@ -266,15 +270,15 @@ def graph_layers(graph=None, scope=''):
     return found
 
 
-def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope=''):
+def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope='', source=None):
     """Initialise the graph's AlexNet variables: loaded ones from `weights` (a path or the dict
-    read_weights returns), those of `skip_layers` from their fillers.
+    read_weights returns from the file `source`), those of `skip_layers` from their fillers.
 
     Values go in through feeds of the variables' initializers: no constants are added to the
     graph. Every problem (missing, unexpected, wrong-shaped layers) is reported in one error.
     Returns the list of loaded layer names.
     """
-    source = weights if isinstance(weights, str) else 'weights'
+    source = weights if isinstance(weights, str) else source or 'weights'
     if isinstance(weights, str):
         weights = read_weights(weights, allow_pickle=allow_pickle)
     unknown = sorted(set(skip_layers) - set(LAYER_NAMES))
@@ -311,6 +315,7 @@ def load_weights(session, weights, skip_layers=(), allow_pickle=False, scope='')
             ops.append(var.initializer)
         loaded.append(layer)
     if problems:
-        raise WeightsError('%s: %s' % (source, '; '.join(problems)))
+        raise WeightsError('%s: %s; if the file is damaged, convert the Caffe model again with `%s`'
+                           % (source, '; '.join(problems), weights_file.CONVERT_COMMAND % source))
     session.run(ops, feed_dict=feeds)
     return [layer for layer in loaded if layer not in skip_layers]

@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
 
 import alexnet
-from atomicfile import atomic_path
+from atomicfile import atomic_path, remove_orphans, writing
 from errors import UserError
 
 # Extensions of the files taken from a directory (what cv2.imread decodes); a file named on the
@@ -122,10 +122,8 @@ def warn(message):
 def _load(path, mean, crops):
     try:
         return alexnet.load_image(path, mean, crops), None
-    except alexnet.ImageError as error:
+    except alexnet.ImageError as error:     # a decoder's cv2.error included (alexnet.read_bgr)
         return None, str(error)
-    except cv2.error as error:   # a decoder that raises on a corrupt file instead of returning None
-        return None, '%s: %s' % (path, str(error).strip().splitlines()[-1])
 
 
 def _load_batches(paths, batch_size, mean, crops):
@@ -187,25 +185,26 @@ def format_top_k(path, probs_row, names, k):
 
 # --- outputs -------------------------------------------------------------------------------------
 
-def _write_atomically(out, write):
-    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is
-    left."""
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+def _write_atomically(out, write, what, needed=None):
+    """Call write(temporary path) next to `out`, then rename it to `out`: no partial file is left
+    (nor one that a killed earlier run left); a refused write is a WriteError about `what`."""
+    folder = os.path.dirname(os.path.abspath(out))
+    with writing(out, what, needed):
+        os.makedirs(folder, exist_ok=True)
+        remove_orphans(folder, target=os.path.basename(out), log=print)
         with atomic_path(out) as temporary:
             write(temporary)
-    except OSError as error:
-        raise ClassifyError('cannot write %s (%s)' % (out, error.strerror)) from None
 
 
 def save_probs(out, probs, paths, names):
     """Write `probs` (N x classes float32), `paths` and the class names `classes` (unicode arrays)
     to the .npz `out`, atomically; np.load(out) reads it without pickle."""
+    probs, paths = np.asarray(probs, np.float32), np.array(paths, dtype=str)
+
     def write(temporary):
         with open(temporary, 'wb') as f:   # a file object: np.savez would append .npz to a name
-            np.savez(f, probs=np.asarray(probs, np.float32), paths=np.array(paths, dtype=str),
-                     classes=np.array(names, dtype=str))
-    _write_atomically(out, write)
+            np.savez(f, probs=probs, paths=paths, classes=np.array(names, dtype=str))
+    _write_atomically(out, write, 'the probabilities', probs.nbytes + paths.nbytes)
 
 
 def save_csv(out, probs, paths, names):
@@ -216,7 +215,7 @@ def save_csv(out, probs, paths, names):
             writer.writerow(CSV_HEADER)
             for path, row in zip(paths, probs):
                 writer.writerow((path, names[int(row.argmax())], '%.6f' % row.max()))
-    _write_atomically(out, write)
+    _write_atomically(out, write, 'the predictions')
 
 
 def draw_figure(out, paths, probs, names, k):
@@ -251,7 +250,7 @@ def draw_figure(out, paths, probs, names, k):
             figure.savefig(temporary, dpi=100)
         except ValueError as error:   # e.g. an extension matplotlib has no writer for
             raise ClassifyError('cannot write the figure %s (%s)' % (out, error)) from None
-    _write_atomically(out, write)
+    _write_atomically(out, write, 'the figure')
     return count
 
 

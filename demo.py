@@ -17,6 +17,7 @@ import shutil
 import matplotlib.cbook
 
 import caffe_to_npy
+import outputdir
 import record_writer
 import synthetic_dataset
 from caffe_to_npy import synthetic
@@ -42,6 +43,10 @@ def prepare_folder(demo_dir):
         if os.listdir(demo_dir) and not os.path.exists(os.path.join(demo_dir, MARKER)):
             raise RunError('--demo-dir %s holds files the demo did not make: choose an '
                                     'empty or new folder' % demo_dir)
+        run_dir = os.path.join(demo_dir, 'run')
+        if os.path.isdir(run_dir):
+            with outputdir.FolderLock(run_dir, '--demo-dir'):   # no demo is running there
+                pass
         shutil.rmtree(demo_dir)
     os.makedirs(demo_dir)
     with open(os.path.join(demo_dir, MARKER), 'w') as f:

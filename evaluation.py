@@ -14,6 +14,7 @@ import graph
 import records
 import report
 import rundir
+from atomicfile import remove_orphans, writing
 from rundir import RunError
 
 tf1 = tf.compat.v1
@@ -31,12 +32,36 @@ def checkpoint_classes(prefix):
     return shape[0] if shape else None
 
 
+def checkpoint_damage(checkpoint):
+    """Why the files of `checkpoint` are damaged (each tensor is read and checked against the
+    checksum TensorFlow stored with it), or None if they read whole."""
+    try:
+        reader = tf.train.load_checkpoint(checkpoint)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as error:
+        return (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return None
+
+
+def damaged_checkpoint(checkpoint):
+    """A RunError if the files of `checkpoint` are damaged, else None."""
+    damage = checkpoint_damage(checkpoint)
+    if damage is None:
+        return None
+    return RunError('checkpoint %s is damaged (%s): use another epoch\'s checkpoint'
+                    % (checkpoint, damage))
+
+
 def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
     """Write the test report of `checkpoint` (a prefix, one of its files, or a run dir); return
     the report."""
     prefix = rundir.checkpoint_prefix(checkpoint)
     classes = records.read_labels(data_dir)
-    found = checkpoint_classes(prefix)
+    try:
+        found = checkpoint_classes(prefix)
+    except tf.errors.OpError:
+        raise damaged_checkpoint(prefix) or RunError('cannot read checkpoint %s' % prefix) from None
     if found != len(classes):
         raise RunError('%s has %s classes in fc8 but labels.txt in %s has %d'
                        % (prefix, found or 'no', data_dir, len(classes)))
@@ -57,13 +82,23 @@ def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
         saver = tf1.train.Saver()
         test_graph.finalize()
         with tf1.Session() as session:
-            saver.restore(session, prefix)
+            try:
+                saver.restore(session, prefix)
+            except (tf.errors.OpError, ValueError):
+                damaged = damaged_checkpoint(prefix)
+                if damaged is None:
+                    raise
+                raise damaged from None
             session.run(iterator.initializer)
-            result = graph.summarize(graph.batches(
-                session, [scores.loss_sum, scores.correct, probabilities, labels, paths]))
+            with records.reading(data_dir, 'test'):
+                result = graph.summarize(graph.batches(
+                    session, [scores.loss_sum, scores.correct, probabilities, labels, paths]))
     if result is None:
         raise RunError('no test images in %s' % data_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    with writing(out_dir, 'the folder'):
+        os.makedirs(out_dir, exist_ok=True)
+    # no lock here (a read-only use of the run), so only what dead processes left goes
+    remove_orphans(out_dir, log=lambda line: print(line, flush=True))
     written = write_test_report(out_dir, classes, result, prefix, views)
     print(' * %s%s  test Acc@1 %.4f (%d/%d)  report: %s'
           % (prefix, ' ten-crop' if ten_crop else '', written['accuracy'], written['correct'],

@@ -19,8 +19,6 @@ within rounding on other sizes (OpenCV interpolates 8-bit images in fixed point 
 """
 import json
 import os
-import secrets
-import shutil
 import tempfile
 
 import numpy as np
@@ -28,8 +26,10 @@ import tensorflow as tf
 
 import alexnet
 import graph
+import outputdir
 import predict
 import rundir
+from atomicfile import atomic_dir, remove_orphans, writing
 from errors import UserError
 
 CLASSES_ASSET = 'classes.txt'
@@ -161,53 +161,33 @@ def check_target(out_dir, overwrite):
                           'export; choose another OUT_DIR' % (out_dir, SAVED_MODEL_FILE))
 
 
-def write_directory(out_dir, write):
-    """Call write(folder) on a new temporary sibling of `out_dir`, then rename it to `out_dir`
-    (replacing an earlier one): `out_dir` is whole or absent after a kill or an error, and the
-    temporary folder is removed on any error."""
+def export(out_dir, run_dir, checkpoint=None, overwrite=False):
+    """The --export command: write the SavedModel of `checkpoint` (or the best of `run_dir`).
+
+    One process at a time writes `out_dir` (a lock file next to it); it appears whole or not at
+    all (atomicfile.atomic_dir), and what killed exporters left next to it is removed first."""
     out_dir = os.path.abspath(out_dir)
     parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    temporary = os.path.join(parent, '.%s.tmp-%d-%s' % (name, os.getpid(), secrets.token_hex(4)))
-    old = temporary + '.old'
-    os.mkdir(temporary)
-    try:
-        write(temporary)
-        if os.path.lexists(out_dir):
-            os.rename(out_dir, old)
-        os.rename(temporary, out_dir)
-    except BaseException:
-        if os.path.lexists(old) and not os.path.lexists(out_dir):
-            os.rename(old, out_dir)
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def export(out_dir, run_dir, checkpoint=None, overwrite=False):
-    """The --export command: write the SavedModel of `checkpoint` (or the best of `run_dir`)."""
-    check_target(out_dir, overwrite)
-    prefix, model = predict.open_model(run_dir, checkpoint)
-    arrays = checkpoint_arrays(prefix, model.structure)
-
-    def write(folder):
-        with tempfile.TemporaryDirectory() as scratch:
-            classes_file = os.path.join(scratch, CLASSES_ASSET)
-            with open(classes_file, 'w', encoding='utf-8') as f:
-                f.write(''.join(name + '\n' for name in model.classes))
-            servable = Servable(arrays, model, classes_file)
-            tf.saved_model.save(servable, folder, signatures={
-                'serving_default': servable.serve, 'encoded': servable.encoded})
-        os.makedirs(os.path.join(folder, os.path.dirname(INFO_FILE)))
-        with open(os.path.join(folder, INFO_FILE), 'w', encoding='utf-8') as f:
-            json.dump(export_info(prefix, model), f, indent=1)
-    try:
-        write_directory(out_dir, write)
-    except OSError as error:
-        raise ExportError('cannot write the export %s (%s)' % (out_dir, error.strerror or error)
-                          ) from None
-    except tf.errors.OpError as error:   # TF's own file writes, e.g. a full disk
-        raise ExportError('cannot write the export %s (%s)' % (out_dir, error.message)) from None
+    with writing(parent, 'the folder'):
+        os.makedirs(parent, exist_ok=True)
+    with outputdir.FolderLock(out_dir, '--export', path=os.path.join(parent, '.%s.lock' % name)):
+        remove_orphans(parent, target=name, log=lambda line: print(line, flush=True))
+        check_target(out_dir, overwrite)
+        prefix, model = predict.open_model(run_dir, checkpoint)
+        arrays = checkpoint_arrays(prefix, model.structure)
+        with writing(out_dir, 'the export', needed=rundir.checkpoint_bytes(len(model.classes)),
+                     also=(tf.errors.OpError,)), \
+                atomic_dir(out_dir, replace=overwrite) as folder:
+            with tempfile.TemporaryDirectory() as scratch:
+                classes_file = os.path.join(scratch, CLASSES_ASSET)
+                with open(classes_file, 'w', encoding='utf-8') as f:
+                    f.write(''.join(label + '\n' for label in model.classes))
+                servable = Servable(arrays, model, classes_file)
+                tf.saved_model.save(servable, folder, signatures={
+                    'serving_default': servable.serve, 'encoded': servable.encoded})
+            os.makedirs(os.path.join(folder, os.path.dirname(INFO_FILE)))
+            with open(os.path.join(folder, INFO_FILE), 'w', encoding='utf-8') as f:
+                json.dump(export_info(prefix, model), f, indent=1)
     print(' * exported %s (%d classes) to %s: signatures serving_default (images: uint8 RGB) and '
           'encoded (image_bytes); see %s' % (prefix, len(model.classes), out_dir,
                                              os.path.join(out_dir, INFO_FILE)), flush=True)

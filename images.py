@@ -57,7 +57,10 @@ def read_bgr8(path):
         raise ImageReadError('cannot read file (%s)' % (error.strerror or error)) from None
     if data.size == 0:
         raise ImageReadError('empty file')
-    image = cv2.imdecode(data, DECODE_FLAGS)
+    try:
+        image = cv2.imdecode(data, DECODE_FLAGS)
+    except cv2.error as error:       # some decoders raise on a damaged file instead of failing
+        raise ImageReadError('not decodable (%s)' % str(error).strip().splitlines()[-1]) from None
     if image is None:
         raise ImageReadError('not decodable (corrupt, truncated or unsupported format)')
     return to_bgr8(image)

@@ -17,7 +17,9 @@ Outputs (records.py describes the layout and the record schema): the split's rec
 and split.csv. Everything is written under hidden temporary names and renamed at the end,
 split.csv last, so an interrupted run never leaves a record file that looks complete. Each
 Example is serialized with deterministic=True and the PNG encoder is deterministic, so the same
-input and seed give byte-identical files (with the same OpenCV/zlib build).
+input and seed give byte-identical files (with the same OpenCV/zlib build). One conversion at a
+time owns the output folder (outputdir.own), and it first deletes what killed conversions left
+there. A write the machine refuses (a full disk ...) is a WriteError naming the space needed.
 
 Images are decoded and encoded in worker processes (images.Workers) that don't load TensorFlow.
 """
@@ -33,8 +35,10 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import images
+import outputdir
 import records
 import setting
+from atomicfile import temporary_path, writing
 from errors import UserError
 
 IMAGE_EXTENSIONS = ('.tif', '.tiff', '.jpg', '.jpeg', '.png', '.bmp')
@@ -172,14 +176,17 @@ def existing_outputs(output_dir):
     return sorted(found)
 
 
-def _check_output_dir(output_dir, data_dir, overwrite):
+def _check_output_dir(output_dir, data_dir):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ConvertError('output dir %s is a file: pass --output-dir a folder' % output_dir)
     data, out = os.path.realpath(data_dir), os.path.realpath(output_dir)
     if out == data or out.startswith(data + os.sep):
         raise ConvertError('output dir %s is inside the data dir %s, where it would be read as a '
                            'class: write the records elsewhere' % (output_dir, data_dir))
-    existing = existing_outputs(output_dir) if os.path.isdir(output_dir) else []
+
+
+def _check_earlier_outputs(output_dir, overwrite):
+    existing = existing_outputs(output_dir)
     if existing and not overwrite:
         raise ConvertError('%s already holds %d output file(s) (%s ...): pass --overwrite to '
                            'replace them'
@@ -205,12 +212,21 @@ def _convert(data_dir, output_dir, ratios, seed, workers, overwrite, strict, pro
     if workers < 0:
         raise ConvertError('--workers %d: need 0 (one per core) or more' % workers)
     classes, found, ignored = scan(data_dir)
-    _check_output_dir(output_dir, data_dir, overwrite)
+    _check_output_dir(output_dir, data_dir)
     paths = [rel for name in classes for rel in found[name]]
     absolute = [os.path.join(data_dir, *rel.split('/')) for rel in paths]
-    pool = images.Workers(min(workers or images.default_workers(), len(paths)))
-    temporary, created = [], not os.path.exists(output_dir)
+    created = not os.path.exists(output_dir)
+    lock = outputdir.own(output_dir, '--output-dir')
+    temporary, pool = [], None
+
+    def discard():
+        for path in temporary:
+            if os.path.exists(path):
+                os.remove(path)
+        temporary.clear()
     try:
+        _check_earlier_outputs(output_dir, overwrite)
+        pool = images.Workers(min(workers or images.default_workers(), len(paths)))
         skipped = []
         hide_bar = None if progress else True      # tqdm: None = shown on a terminal only
         checks = tqdm(pool.map(images.check_image, absolute), total=len(paths), desc='checking',
@@ -227,60 +243,73 @@ def _convert(data_dir, output_dir, ratios, seed, workers, overwrite, strict, pro
         usable = {name: [rel for rel in found[name] if rel not in bad] for name in classes}
         rows = assign_splits(classes, usable, ratios, seed)
 
-        os.makedirs(output_dir, exist_ok=True)
-        final, temporary = [], []
-
-        def open_temporary(name):
-            path = os.path.join(output_dir, '.%s.%d.partial' % (name, os.getpid()))
-            temporary.append(path)
-            final.append(os.path.join(output_dir, name))
-            return path
-
-        for name, text in ((records.LABELS_FILE, ''.join(c + '\n' for c in classes)),
-                           (records.SPLIT_FILE, None)):
-            with open(open_temporary(name), 'w', encoding='utf-8', newline='') as f:
-                if text is not None:
-                    f.write(text)
-                else:
-                    writer = csv.writer(f, lineterminator='\n')
-                    writer.writerow(records.SPLIT_HEADER)
-                    writer.writerows(rows)
-        results = pool.map(images.encode_image, [os.path.join(data_dir, *row[0].split('/'))
-                                           for row in rows])
-        bar = tqdm(total=len(rows), desc='writing', unit='img', disable=hide_bar)
-        for split in records.SPLITS:
-            split_rows = [row for row in rows if row[2] == split]
-            names = shard_names(split, len(split_rows))
-            for i, name in enumerate(names):
-                shard = split_rows[i * len(split_rows) // len(names):
-                                   (i + 1) * len(split_rows) // len(names)]
-                with tf.io.TFRecordWriter(open_temporary(name)) as writer:
-                    for path, label, _ in shard:
-                        result = next(results)
-                        if isinstance(result, str):
-                            raise ConvertError('%s changed during the conversion: %s'
-                                               % (path, result))
-                        encoded, height, width = result
-                        writer.write(serialize_example(encoded, label, height, width, path))
-                        bar.update()
-        bar.close()
-        # Swap in the new set. split.csv marks a complete set: it goes first and comes back last.
-        old = existing_outputs(output_dir)
-        for path in sorted(old, key=lambda p: not p.endswith(records.SPLIT_FILE)):
-            if path not in final or path.endswith(records.SPLIT_FILE):
-                os.remove(path)
-        for i in sorted(range(len(final)), key=lambda i: final[i].endswith(records.SPLIT_FILE)):
-            os.replace(temporary[i], final[i])
-        temporary = []
+        final = [os.path.join(output_dir, name) for name in
+                 [records.LABELS_FILE, records.SPLIT_FILE] + [
+                     name for split in records.SPLITS
+                     for name in shard_names(split, sum(row[2] == split for row in rows))]]
+        # PNG holds about what the source images hold: their size is the space to ask for
+        needed = sum(os.path.getsize(path) for path in absolute)
+        with writing(output_dir, 'the records in', needed, also=(tf.errors.OpError,)):
+            try:
+                for path in final:
+                    temporary.append(temporary_path(path))
+                _write(data_dir, classes, rows, pool, dict(zip(final, temporary)), hide_bar)
+            except BaseException:
+                discard()                   # before the error counts the free space
+                raise
+            # Swap in the new set. split.csv marks a complete set: it goes first and comes back
+            # last.
+            old = existing_outputs(output_dir)
+            for path in sorted(old, key=lambda p: not p.endswith(records.SPLIT_FILE)):
+                if path not in final or path.endswith(records.SPLIT_FILE):
+                    os.remove(path)
+            for i in sorted(range(len(final)),
+                            key=lambda i: final[i].endswith(records.SPLIT_FILE)):
+                os.replace(temporary[i], final[i])
+            temporary.clear()
     finally:
-        pool.close()
-        for path in temporary:
-            if os.path.exists(path):
-                os.remove(path)
+        if pool is not None:
+            pool.close()
+        discard()
+        lock.release()
         if created and os.path.isdir(output_dir) and not os.listdir(output_dir):
             os.rmdir(output_dir)                           # failed before writing anything
     return Conversion(classes=classes, rows=rows, skipped=skipped, ignored=ignored,
                       files=sorted(final), seconds=time.perf_counter() - started)
+
+
+def _write(data_dir, classes, rows, pool, temporary, hide_bar):
+    """Write labels.txt, split.csv and the records of `rows` to the temporary files
+    `temporary` ({final path: temporary path})."""
+    named = {os.path.basename(final): path for final, path in temporary.items()}
+    for name, text in ((records.LABELS_FILE, ''.join(c + '\n' for c in classes)),
+                       (records.SPLIT_FILE, None)):
+        with open(named[name], 'w', encoding='utf-8', newline='') as f:
+            if text is not None:
+                f.write(text)
+            else:
+                writer = csv.writer(f, lineterminator='\n')
+                writer.writerow(records.SPLIT_HEADER)
+                writer.writerows(rows)
+    results = pool.map(images.encode_image, [os.path.join(data_dir, *row[0].split('/'))
+                                             for row in rows])
+    bar = tqdm(total=len(rows), desc='writing', unit='img', disable=hide_bar)
+    for split in records.SPLITS:
+        split_rows = [row for row in rows if row[2] == split]
+        names = shard_names(split, len(split_rows))
+        for i, name in enumerate(names):
+            shard = split_rows[i * len(split_rows) // len(names):
+                               (i + 1) * len(split_rows) // len(names)]
+            with tf.io.TFRecordWriter(named[name]) as writer:
+                for path, label, _ in shard:
+                    result = next(results)
+                    if isinstance(result, str):
+                        raise ConvertError('%s changed during the conversion: %s'
+                                           % (path, result))
+                    encoded, height, width = result
+                    writer.write(serialize_example(encoded, label, height, width, path))
+                    bar.update()
+    bar.close()
 
 
 def summary(conversion):

@@ -29,6 +29,7 @@ picks the drawn one (training_order). One draw, two consumers: both train on the
 As in Caffe's data layer, a flip comes after the mean is subtracted: a flipped image is
 flip(crop(image) - crop(mean)), never minus a flipped mean image.
 """
+import contextlib
 import csv
 import glob
 import os
@@ -43,6 +44,7 @@ LABELS_FILE = 'labels.txt'
 SPLIT_FILE = 'split.csv'
 SPLIT_HEADER = ('path', 'label', 'split')
 CONVERT_COMMAND = 'python convert_tfrecord.py --data-dir IMAGES --output-dir %s'
+RECONVERT_COMMAND = CONVERT_COMMAND + ' --overwrite'
 FEATURES = {    # feature name -> type, as in tf.io.FixedLenFeature
     'image/encoded': tf.string,
     'image/format': tf.string,
@@ -93,7 +95,43 @@ def count_records(records_dir, split):
     if os.path.isfile(path):
         with open(path, encoding='utf-8', newline='') as f:
             return sum(1 for row in csv.DictReader(f) if row['split'] == split)
-    return sum(1 for file in files for _ in tf.compat.v1.io.tf_record_iterator(file))
+    with reading(records_dir, split):
+        return sum(1 for file in files for _ in tf.compat.v1.io.tf_record_iterator(file))
+
+
+# --- damaged records -----------------------------------------------------------------------------
+
+def damaged_record(records_dir, split):
+    """A RecordsError naming the first record file of `split` that fails its CRC check or doesn't
+    parse, what is wrong and the fix; None if every record reads and decodes."""
+    with tf.init_scope():                     # eager, even when called inside a graph's block
+        for file in record_files(records_dir, split):
+            index = 0                         # the record being read, from 0
+            try:
+                for serialized in tf.compat.v1.io.tf_record_iterator(file):
+                    decode_bgr(parse_example(serialized)['image/encoded'])
+                    index += 1
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+                what = ('fails its CRC check' if isinstance(error, tf.errors.DataLossError)
+                        else 'does not parse')
+                detail = error.message.strip().splitlines()[-1] if error.message else ''
+                return RecordsError('%s is damaged: record %d %s (%s): convert the images again '
+                                    'with %s' % (file, index, what, detail,
+                                                 RECONVERT_COMMAND % records_dir))
+    return None
+
+
+@contextlib.contextmanager
+def reading(records_dir, split):
+    """Inside the block, a record of `split` that fails its CRC check or doesn't parse becomes
+    damaged_record's RecordsError (TensorFlow's own error names no file)."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+        damaged = damaged_record(records_dir, split)
+        if damaged is None:
+            raise
+        raise damaged from None
 
 
 def read_inputs(records_dir):
@@ -131,11 +169,12 @@ def decode_example(serialized, mean=alexnet.MEAN_BGR, crops=None):
 
 def read_records(records_dir, split):
     """Eagerly yield (uint8 BGR numpy image, label, path, features dict) of a split's records."""
-    for serialized in tf.data.TFRecordDataset(record_files(records_dir, split)):
-        features = parse_example(serialized)
-        yield (decode_bgr(features['image/encoded']).numpy(),
-               int(features['image/class/label']), features['image/path'].numpy().decode('utf-8'),
-               features)
+    with reading(records_dir, split):
+        for serialized in tf.data.TFRecordDataset(record_files(records_dir, split)):
+            features = parse_example(serialized)
+            yield (decode_bgr(features['image/encoded']).numpy(),
+                   int(features['image/class/label']),
+                   features['image/path'].numpy().decode('utf-8'), features)
 
 
 # --- flips ---------------------------------------------------------------------------------------

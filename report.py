@@ -85,16 +85,18 @@ def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, cro
         for row in zip(paths, labels, predicted, confidence):
             writer.writerow((row[0], int(row[1]), int(row[2]), '%.6f' % row[3]))
 
-    atomic_write(os.path.join(out_dir, 'predictions.csv'), predictions)
+    atomic_write(os.path.join(out_dir, 'predictions.csv'), predictions, what='the predictions')
     atomic_write(os.path.join(out_dir, 'test_report.json'),
-                 lambda f: json.dump(report, f, indent=1))
-    atomic_write(os.path.join(out_dir, 'test_report.md'), lambda f: f.write(markdown_table(report)))
+                 lambda f: json.dump(report, f, indent=1), what='the test report')
+    atomic_write(os.path.join(out_dir, 'test_report.md'), lambda f: f.write(markdown_table(report)),
+                 what='the test report')
     plot_confusion(os.path.join(out_dir, 'confusion_matrix.png'), report)
     return report
 
 
 def _save_figure(figure, path):
-    atomic_write(path, lambda f: figure.savefig(f, format='png', dpi=110), mode='wb')
+    atomic_write(path, lambda f: figure.savefig(f, format='png', dpi=110), mode='wb',
+                 what='the figure')
 
 
 def plot_confusion(path, report):

@@ -8,9 +8,14 @@
                                     structure, mean (a mean image in mean.npy next to it)
 
 Every file is written whole through a rename (atomicfile), and each epoch saves its checkpoint
-first, then metrics.csv, then prunes old checkpoints: after a kill at any moment, the completed
-epochs are the metrics rows up to the last one whose checkpoint exists. No TensorFlow here: the
-checks and the state answer before TensorFlow loads, and their tests run without it.
+first, then metrics.csv, then prunes old checkpoints: after a kill at any moment, the newest
+metrics row has its checkpoint. One process owns the folder at a time (outputdir: a lock, and the
+removal of the temporary files killed writers left). A resumed run restores the newest checkpoint
+that restores (resume) and cuts metrics.csv back to it if a newer one is damaged. Before a run
+starts, space_warning compares the space it will need with the free space.
+
+No TensorFlow here: the checks and the state answer before TensorFlow loads, and their tests run
+without it.
 """
 import csv
 import dataclasses
@@ -20,10 +25,12 @@ import os
 import numpy as np
 
 import netspec
-from atomicfile import atomic_path, atomic_write
+import outputdir
+from atomicfile import atomic_write, free_space, human_size
 from errors import UserError
 
 METRICS_FILE = 'metrics.csv'
+CACHE_DIR = 'feature_cache'
 SETTINGS_FILE = 'settings.json'
 BEST_FILE = 'best.json'
 MODEL_FILE = 'model.json'
@@ -153,19 +160,93 @@ def checkpoint_prefix(path):
     return path
 
 
+def missing_checkpoint_files(run_dir, epoch):
+    """The names of the files a restore needs that epoch's checkpoint lacks (.index, .data)."""
+    prefix = checkpoint_path(run_dir, epoch)
+    return [os.path.basename(prefix + suffix) for suffix in CHECKPOINT_SUFFIXES[:2]
+            if not os.path.exists(prefix + suffix)]
+
+
+def remove_checkpoint(run_dir, epoch):
+    prefix = checkpoint_path(run_dir, epoch)
+    for suffix in CHECKPOINT_SUFFIXES:
+        if os.path.exists(prefix + suffix):
+            os.remove(prefix + suffix)
+
+
 def prune_checkpoints(run_dir, rows, keep):
     """Delete the checkpoints of all but the last `keep` epochs and the best one (keep 0: none)."""
     if keep <= 0:
         return
     protected = {int(best_epoch(rows)['epoch'])} | {int(r['epoch']) for r in rows[-keep:]}
     for row in rows:
-        epoch = int(row['epoch'])
-        if epoch in protected:
-            continue
-        prefix = checkpoint_path(run_dir, epoch)
-        for suffix in CHECKPOINT_SUFFIXES:
-            if os.path.exists(prefix + suffix):
-                os.remove(prefix + suffix)
+        if int(row['epoch']) not in protected:
+            remove_checkpoint(run_dir, int(row['epoch']))
+
+
+def checkpoint_bytes(num_classes):
+    """About the size of one epoch's checkpoint: every layer's float32 parameters, and 1 MB for
+    the .meta graph and the .index."""
+    shapes = netspec.BVLC_ALEXNET.with_classes(num_classes).weight_shapes().values()
+    parameters = sum(_product(weights) + _product(biases) for weights, biases in shapes)
+    return 4 * parameters + (1 << 20)
+
+
+def _product(shape):
+    result = 1
+    for size in shape:
+        result *= size
+    return result
+
+
+def resume(run_dir, rows, restore, warn):
+    """Restore the newest completed epoch whose checkpoint restores; return the rows up to it.
+
+    `restore(prefix)` restores a checkpoint and returns None, or returns why it can't (the file
+    is damaged). Epochs whose checkpoints were pruned (--keep-checkpoints) are passed over; the
+    newest epoch, or any kept one, that lacks a file or doesn't restore is reported by
+    warn(one line). If an older checkpoint is used, metrics.csv is cut back to it, so the rows
+    match the checkpoints again and the later epochs are trained again."""
+    for epoch in range(len(rows), 0, -1):
+        missing = missing_checkpoint_files(run_dir, epoch)
+        if len(missing) == 2 and epoch < len(rows):
+            continue                                  # pruned
+        problem = 'missing %s' % ', '.join(missing) if missing else restore(
+            checkpoint_path(run_dir, epoch))
+        if problem is None:
+            if epoch < len(rows):
+                write_metrics(run_dir, rows[:epoch])
+            return rows[:epoch]
+        warn('checkpoint %s of epoch %d does not restore (%s): using an earlier one and training '
+             'the epochs after it again' % (checkpoint_path(run_dir, epoch), epoch, problem))
+    if rows:
+        write_metrics(run_dir, [])
+        warn('no checkpoint in %s restores: starting again from the pretrained weights' % run_dir)
+    return []
+
+
+def space_warning(run_dir, settings, done, checkpoint_size, cache_size):
+    """The warning line if the rest of the run (checkpoints of size `checkpoint_size` after epoch
+    `done`, a feature cache of `cache_size` bytes) may not fit in the free space, else None."""
+    remaining = settings.epochs - done
+    keep = settings.keep_checkpoints
+    # at most: the last `keep`, the best, and the new one before pruning
+    at_once = remaining if keep <= 0 else min(remaining, keep + 2)
+    cache_dir = os.path.join(run_dir, CACHE_DIR)
+    present = [os.path.join(run_dir, name) for name in os.listdir(run_dir)
+               if name.startswith(CHECKPOINT_PREFIX + '-')]
+    if os.path.isdir(cache_dir):
+        present += [os.path.join(cache_dir, name) for name in os.listdir(cache_dir)]
+    needed = max(0, at_once * checkpoint_size + cache_size - sum(map(os.path.getsize, present)))
+    free = free_space(run_dir)
+    if free is None or needed <= free:
+        return None
+    return ('this run may need about %s more in %s (up to %d checkpoints of %s%s) but %s is free: '
+            'free some space, or keep fewer checkpoints with --keep-checkpoints N (now %d: the '
+            'last N epochs and the best are kept; 0 keeps all)'
+            % (human_size(needed), run_dir, at_once, human_size(checkpoint_size),
+               ' and a %s feature cache' % human_size(cache_size) if cache_size else '',
+               human_size(free), keep))
 
 
 # --- metrics.csv ---------------------------------------------------------------------------------
@@ -184,7 +265,7 @@ def write_metrics(run_dir, rows):
         writer = csv.DictWriter(f, METRICS_HEADER, lineterminator='\n')
         writer.writeheader()
         writer.writerows(rows)
-    atomic_write(os.path.join(run_dir, METRICS_FILE), write)
+    atomic_write(os.path.join(run_dir, METRICS_FILE), write, what='the metrics')
 
 
 def metrics_row(epoch, train_loss, train_accuracy, val_loss, val_accuracy, learning_rate,
@@ -203,18 +284,24 @@ def record_epoch(run_dir, rows, keep):
 
 
 def completed_epochs(run_dir):
-    """metrics rows up to the last epoch that has both its row and its checkpoint.
+    """The metrics rows of epochs 1, 2, ... in order: the epochs a resume may continue after.
 
     Each epoch saves its checkpoint, then rewrites metrics.csv whole, then prunes old checkpoints
-    (--keep-checkpoints), so after a kill at any moment the newest row's checkpoint exists unless
-    the kill came between the two writes: that epoch lacks its row and runs again."""
+    (--keep-checkpoints), so after a kill at any moment the newest row has its checkpoint; a kill
+    between the two writes leaves a checkpoint without a row, and that epoch runs again. A
+    checkpoint damaged since is found by resume()."""
     rows = []
     for expected, row in enumerate(read_metrics(run_dir), start=1):
-        if int(row['epoch']) != expected:
+        try:
+            epoch = int(row['epoch'])
+        except (TypeError, ValueError):
+            raise RunError('%s is damaged: row %d has epoch %r; correct or delete that row (the '
+                           'epochs from it on are trained again)'
+                           % (os.path.join(run_dir, METRICS_FILE), expected, row['epoch'])
+                           ) from None
+        if epoch != expected:
             break
         rows.append(row)
-    while rows and not has_checkpoint(run_dir, len(rows)):
-        rows.pop()
     return rows
 
 
@@ -230,37 +317,52 @@ def write_best(run_dir, rows):
     save_json(os.path.join(run_dir, BEST_FILE),
               {'epoch': int(best['epoch']), 'val_accuracy': float(best['val_accuracy']),
                'val_loss': float(best['val_loss']),
-               'checkpoint': os.path.basename(checkpoint_path(run_dir, int(best['epoch'])))})
+               'checkpoint': os.path.basename(checkpoint_path(run_dir, int(best['epoch'])))},
+              'the best epoch')
     return best
 
 
 # --- the folder ----------------------------------------------------------------------------------
 
-def save_json(path, value):
-    atomic_write(path, lambda f: json.dump(value, f, indent=1))
+def save_json(path, value, what):
+    atomic_write(path, lambda f: json.dump(value, f, indent=1), what=what)
 
 
-def open_run(settings):
-    """Create or reopen the run dir; return the metrics rows of its completed epochs (resume).
+def open_run(settings, log=print):
+    """Create or reopen the run dir and own it (outputdir.own: a FolderBusyError if another
+    process has it) -> (its FolderLock, the metrics rows of its completed epochs).
 
     A run dir that holds completed epochs resumes only with the recipe it was trained with."""
     run_dir = settings.run_dir
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise RunError('--run-dir %s is a file' % run_dir)
-    os.makedirs(run_dir, exist_ok=True)
+    lock = outputdir.own(run_dir, '--run-dir', log)
+    try:
+        return lock, _reopen(settings)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _reopen(settings):
+    run_dir = settings.run_dir
     rows = completed_epochs(run_dir)
     settings_path = os.path.join(run_dir, SETTINGS_FILE)
     current = settings.saved()
     if rows and os.path.exists(settings_path):
         with open(settings_path) as f:
-            saved = json.load(f)
+            try:
+                saved = json.load(f)
+            except ValueError as error:
+                raise RunError('%s is damaged (%s): delete it and rerun with the settings the '
+                               'run was started with' % (settings_path, error)) from None
         changed = [key for key in RECIPE_KEYS
                    if saved.get(key, RECIPE_DEFAULTS.get(key)) != current[key]]
         if changed:
             raise RunError('%s was trained with other %s (%s): use a new --run-dir, or the same '
                            'settings to resume' % (run_dir, ', '.join(changed), ', '.join(
                                '%s=%s' % (key, saved.get(key)) for key in changed)))
-    save_json(settings_path, current)
+    save_json(settings_path, current, 'the settings')
     return rows
 
 
@@ -282,12 +384,12 @@ def write_model(run_dir, model):
         recorded = [float(value) for value in mean]
     else:
         recorded = MEAN_IMAGE_FILE
-        with atomic_path(os.path.join(run_dir, MEAN_IMAGE_FILE)) as temporary:
-            with open(temporary, 'wb') as f:
-                np.save(f, mean, allow_pickle=False)
+        atomic_write(os.path.join(run_dir, MEAN_IMAGE_FILE),
+                     lambda f: np.save(f, mean, allow_pickle=False), 'wb', 'the mean image',
+                     mean.nbytes)
     save_json(os.path.join(run_dir, MODEL_FILE),
               {'classes': list(model.classes), 'structure': model.structure.to_dict(),
-               'mean': recorded})
+               'mean': recorded}, 'the model\'s description')
 
 
 def read_model(run_dir):

@@ -43,7 +43,7 @@ LR_MULT = {}
 KEEP_PROB = 0.5             # dropout keep probability before fc7 and fc8 while training
 FLIP = True                 # random up/down and left/right flips of training images
 SEED = 42                   # graph-level TF seed and the order of training batches
-KEEP_CHECKPOINTS = 0        # model.ckpt-<epoch> files kept; 0 = keep all
+KEEP_CHECKPOINTS = 5        # last N epoch checkpoints kept, and the best; 0 = keep all
 
 # --- speed (fineturn.py) ------------------------------------------------------------------------
 USE_FEATURE_CACHE = True    # compute frozen layers once per image when that is exact

@@ -20,6 +20,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import alexnet
+import atomicfile
 import evaluation
 import feature_cache
 import graph
@@ -27,11 +28,10 @@ import netspec
 import records
 import report
 import rundir
+from errors import UserError
 from rundir import RunError
 
 tf1 = tf.compat.v1
-
-CACHE_DIR = 'feature_cache'
 
 EpochResult = collections.namedtuple('EpochResult', 'loss accuracy images_per_second '
                                                     'learning_rate')
@@ -39,6 +39,10 @@ EpochResult = collections.namedtuple('EpochResult', 'loss accuracy images_per_se
 
 def log(message):
     print(message, flush=True)
+
+
+def warn(message):
+    print('warning: %s' % message, file=sys.stderr, flush=True)
 
 
 def progress(total, desc):
@@ -67,6 +71,18 @@ def cache_decision(settings, structure=netspec.BVLC_ALEXNET):
                                    ' and flip variant' if settings.flip else ''))
 
 
+def split_variants(settings):
+    """{split: images per image it holds}: the flip variants of training images."""
+    return {'train': records.FLIP_VARIANTS if settings.flip else 1, 'validation': 1, 'test': 1}
+
+
+def cache_shapes(settings, counts, structure):
+    """{split: the shape of its feature cache}: (images, variants, *the boundary's shape)."""
+    shape = structure.boundary_shape(lowest_trained(settings.train_layers))
+    return {split: (counts[split], variants) + shape
+            for split, variants in split_variants(settings).items()}
+
+
 def epoch_seed(seed, epoch):
     return seed * 1000003 + epoch
 
@@ -89,8 +105,7 @@ class TrainingGraph:
     def __init__(self, settings, structure, mean, train_count, cached):
         self.structure, self.cached = structure, cached
         self.boundary_layer = lowest_trained(settings.train_layers)
-        self.variants = {'train': records.FLIP_VARIANTS if settings.flip else 1,
-                         'validation': 1, 'test': 1}
+        self.variants = split_variants(settings)
         data_dir, side = settings.data_dir, structure.input_size
         self.graph = tf1.Graph()
         with self.graph.as_default():
@@ -155,18 +170,28 @@ def start(settings):
     log('data: %d classes; %d train, %d validation, %d test images in %s'
         % (len(classes), counts['train'], counts['validation'], counts['test'],
            settings.data_dir))
-    rows = rundir.open_run(settings)
-    if rows:   # resuming: the checkpoints hold the weights, the run dir the model
-        weights = None
-        description = recorded_model(settings.run_dir, classes, settings.data_dir)
-    else:
-        weights = read_pretrained(settings, len(classes))
-        description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
-                                   weights.mean)
-    rundir.write_model(settings.run_dir, description)
-    cached, why = cache_decision(settings, description.structure)
-    log(why)
-    return Run(settings, description, counts, rows, weights, cached)
+    lock, rows = rundir.open_run(settings, log)
+    try:
+        if rows:   # resuming: the checkpoints hold the weights, the run dir the model
+            weights = None
+            description = recorded_model(settings.run_dir, classes, settings.data_dir)
+        else:
+            weights = read_pretrained(settings, len(classes))
+            description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
+                                       weights.mean)
+        rundir.write_model(settings.run_dir, description)
+        cached, why = cache_decision(settings, description.structure)
+        cache_size = sum(feature_cache.file_size(shape) for shape in cache_shapes(
+            settings, counts, description.structure).values()) if cached else 0
+        warning = rundir.space_warning(settings.run_dir, settings, len(rows),
+                                       rundir.checkpoint_bytes(len(classes)), cache_size)
+        if warning:
+            warn(warning)
+        log(why)
+        return Run(settings, description, counts, rows, weights, cached, lock)
+    except BaseException:
+        lock.release()
+        raise
 
 
 def recorded_model(run_dir, classes, data_dir):
@@ -180,25 +205,34 @@ def recorded_model(run_dir, classes, data_dir):
 
 
 class Run:
-    """A run's session: train an epoch, validate, save, log scalars, test the best epoch."""
+    """A run's session: train an epoch, validate, save, log scalars, test the best epoch. It holds
+    the run dir's lock (`lock`, from rundir.open_run) until it closes."""
 
-    def __init__(self, settings, description, counts, rows, weights, cached):
+    def __init__(self, settings, description, counts, rows, weights, cached, lock):
         self.settings, self.counts, self.rows = settings, counts, rows
         self.classes = description.classes
+        self.lock, self.writer, self.session = lock, None, None
         self.model = TrainingGraph(settings, description.structure, description.mean,
                                    counts['train'], cached)
-        run_dir, done = settings.run_dir, len(rows)
-        with self.model.graph.as_default():   # the TF1 writer refuses to be made eagerly
-            self.writer = tf1.summary.FileWriter(run_dir, self.model.graph if not done else None)
-        self.session = tf1.Session(graph=self.model.graph)
+        run_dir = settings.run_dir
         try:
+            # (the TF1 writer refuses to be made eagerly)
+            with self.model.graph.as_default(), atomicfile.writing(
+                    run_dir, 'the TensorBoard events in', also=(tf.errors.OpError,)):
+                self.writer = tf1.summary.FileWriter(run_dir,
+                                                     self.model.graph if not rows else None)
+            self.session = tf1.Session(graph=self.model.graph)
+            if rows:
+                self.rows = rundir.resume(run_dir, rows, self._restore_or_why, warn)
+            done = len(self.rows)
             if done:
-                self.restore(rundir.checkpoint_path(run_dir, done))
                 log('resuming %s after epoch %d of %d (from %s)' % (
                     run_dir, done, settings.epochs, rundir.checkpoint_path(run_dir, done)))
             else:
+                weights = weights or read_pretrained(settings, len(self.classes))
                 loaded = alexnet.load_weights(self.session, weights,
-                                              skip_layers=settings.skip_layers)
+                                              skip_layers=settings.skip_layers,
+                                              source=settings.weights)
                 self.session.run(self.model.others_init)
                 log('loaded %s from %s; initialised %s from Caffe\'s fillers; training %s'
                     % (', '.join(loaded), settings.weights,
@@ -206,18 +240,30 @@ class Run:
                        ', '.join(settings.train_layers)))
             self.cache = self._feature_cache() if cached else None
         except BaseException:
-            self.close()
+            self.__exit__(*sys.exc_info())
             raise
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, kind, error, trace):
+        try:
+            self.close()
+        except UserError:
+            if kind is None:
+                raise                 # else the error that ended the run is the one to report
 
     def close(self):
-        self.writer.close()
-        self.session.close()
+        """Flush the TensorBoard events, close the session, give the run dir back."""
+        try:
+            if self.writer is not None:
+                with atomicfile.writing(self.settings.run_dir, 'the TensorBoard events in',
+                                        also=(tf.errors.OpError,)):
+                    self.writer.close()
+        finally:
+            if self.session is not None:
+                self.session.close()
+            self.lock.release()
 
     # -- the epoch ---------------------------------------------------------------------------
     def train_epoch(self, epoch, interrupt):
@@ -238,7 +284,8 @@ class Run:
                       model.labels: labels[order[i:i + batch]],
                       model.keep_prob: settings.keep_prob} for i in range(0, count, batch))
         fetches = [model.train_op, model.scores.loss_sum, model.scores.correct, model.scores.count]
-        with progress(count, 'epoch %d/%d' % (epoch, settings.epochs)) as bar:
+        with progress(count, 'epoch %d/%d' % (epoch, settings.epochs)) as bar, \
+                records.reading(settings.data_dir, 'train'):
             for step, feed in enumerate(feeds, start=1):
                 try:
                     _, loss_sum, correct, seen = session.run(fetches, feed)
@@ -273,8 +320,9 @@ class Run:
         model = self.model
         fetches = [model.scores.loss_sum, model.scores.correct, model.probabilities]
         if self.cache is None:
-            self.session.run(model.eval_init[split])
-            results = graph.batches(self.session, fetches + [model.labels, model.paths])
+            with records.reading(self.settings.data_dir, split):
+                self.session.run(model.eval_init[split])
+                results = graph.batches(self.session, fetches + [model.labels, model.paths])
         else:
             features, labels, paths = self.cache[split]
             results = []
@@ -297,21 +345,48 @@ class Run:
         return result
 
     def save(self, epoch):
-        with self.model.graph.as_default():   # a Saver outside its graph tries to work eagerly
-            self.model.saver.save(self.session,
-                                  rundir.checkpoint_path(self.settings.run_dir, epoch),
-                                  write_meta_graph=True, write_state=True)
+        """Save the checkpoint of `epoch`. If that fails (a full disk: TensorFlow's own errors
+        become a WriteError), the epoch's files and TensorFlow's temporary files are removed."""
+        run_dir = self.settings.run_dir
+        prefix = rundir.checkpoint_path(run_dir, epoch)
+        with atomicfile.writing(prefix, 'the checkpoint of epoch %d' % epoch,
+                                needed=rundir.checkpoint_bytes(len(self.classes)),
+                                also=(tf.errors.OpError,)):
+            try:
+                with self.model.graph.as_default():   # a Saver outside its graph works eagerly
+                    self.model.saver.save(self.session, prefix, write_meta_graph=True,
+                                          write_state=True)
+            except BaseException:
+                rundir.remove_checkpoint(run_dir, epoch)
+                atomicfile.remove_orphans(run_dir, held=True)   # ours alone: we hold the run dir
+                raise
 
     def restore(self, checkpoint):
         with self.model.graph.as_default():
             self.model.saver.restore(self.session, checkpoint)
+
+    def _restore_or_why(self, checkpoint):
+        """Restore `checkpoint` -> None, or why it can't: its files are damaged. A checkpoint that
+        reads but doesn't fit the graph is a RunError."""
+        try:
+            self.restore(checkpoint)
+            return None
+        except (tf.errors.OpError, ValueError) as error:
+            damage = evaluation.checkpoint_damage(checkpoint)
+            if damage is not None:
+                return damage
+            raise RunError('%s does not fit this run (%s): was it made with other layers or '
+                           'classes? Use a new --run-dir'
+                           % (checkpoint, str(error).strip().splitlines()[0])) from None
 
     def log_scalars(self, epoch, values):
         """TensorBoard scalars of an epoch: {tag: value}."""
         self.writer.add_summary(tf1.Summary(value=[
             tf1.Summary.Value(tag=tag, simple_value=float(value))
             for tag, value in values.items()]), epoch)
-        self.writer.flush()
+        with atomicfile.writing(self.settings.run_dir, 'the TensorBoard events in',
+                                also=(tf.errors.OpError,)):
+            self.writer.flush()
 
     def test(self, best):
         """Restore the epoch of metrics row `best` and write the test report and the curves."""
@@ -325,35 +400,39 @@ class Run:
 
     # -- the feature cache -------------------------------------------------------------------
     def _feature_cache(self):
-        """The feature cache for every split: loaded if a matching one exists, else computed."""
+        """The feature cache for every split: loaded if a matching, intact one exists, else
+        computed (a damaged one is reported and computed again)."""
         settings, model = self.settings, self.model
         structure = model.structure
-        shape = structure.boundary_shape(model.boundary_layer)
         below = structure.names[:structure.index(model.boundary_layer)]
         random_below = sorted(set(settings.skip_layers) & set(below))
-        cache_dir = os.path.join(settings.run_dir, CACHE_DIR)
-        cache, keys = {}, []
-        for split, variants in model.variants.items():
-            files = records.record_files(settings.data_dir, split) + [settings.weights]
-            key = feature_cache.cache_key(files, boundary=model.boundary_layer,
-                                          variants=variants, random_layers=random_below,
+        cache_dir = os.path.join(settings.run_dir, rundir.CACHE_DIR)
+        cache, files = {}, []
+        for split, shape in cache_shapes(settings, self.counts, structure).items():
+            inputs = records.record_files(settings.data_dir, split) + [settings.weights]
+            key = feature_cache.cache_key(inputs, boundary=model.boundary_layer,
+                                          variants=shape[1], random_layers=random_below,
                                           seed=settings.seed if random_below else None)
-            keys.append(key)
-            found = feature_cache.load(cache_dir, split, key, settings.cache_ram_gb)
-            if found is not None and len(found[1]) == self.counts[split]:
-                cache[split] = found
-                continue
-            cache[split] = feature_cache.write(
-                cache_dir, split, key, (self.counts[split], variants) + shape,
-                self._extract(split, variants, shape), settings.cache_ram_gb)
-        feature_cache.remove_stale(cache_dir, keys)
+            files.append(feature_cache.path(cache_dir, split, key))
+            try:
+                cache[split] = feature_cache.load(cache_dir, split, key, shape,
+                                                  settings.cache_ram_gb)
+            except feature_cache.DamagedCacheError as error:
+                warn('%s: recomputing' % error)
+                cache[split] = None
+            if cache[split] is None:
+                cache[split] = feature_cache.write(
+                    cache_dir, split, key, shape, self._extract(split, shape[1], shape[2:]),
+                    settings.cache_ram_gb)
+        feature_cache.remove_stale(cache_dir, files)
         return cache
 
     def _extract(self, split, variants, shape):
         """Yield (features [n, variants, ...], labels, paths) batches of `split`'s images."""
         model = self.model
         self.session.run(model.extract_init[split])
-        with progress(self.counts[split] * variants, 'features %s' % split) as bar:
+        with progress(self.counts[split] * variants, 'features %s' % split) as bar, \
+                records.reading(self.settings.data_dir, split):
             while True:
                 try:
                     features, labels, paths = self.session.run(

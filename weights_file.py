@@ -95,7 +95,9 @@ def _read_npz(path):
     except WeightsError:
         raise
     except Exception as error:   # zipfile.BadZipFile, truncated members, object arrays ...
-        raise WeightsError('%s: not a readable .npz weights file (%s)' % (path, error)) from None
+        raise WeightsError('%s: not a readable .npz weights file, damaged or cut short (%s): '
+                           'convert the Caffe model again with `%s`'
+                           % (path, error, CONVERT_COMMAND % path)) from None
     return _described(path, layers, meta)
 
 

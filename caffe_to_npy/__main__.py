@@ -5,6 +5,7 @@ import os
 import sys
 
 import environment
+from atomicfile import remove_orphans
 from errors import UserError
 
 from . import TOLERANCE
@@ -87,6 +88,9 @@ def main(argv=None):
                                   allow_pickle=args.legacy_npy))
             if not results['ok']:
                 raise _Mismatch()
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if os.path.isdir(folder):     # what a killed conversion to the same file left
+        remove_orphans(folder, target=os.path.basename(args.out), log=print)
     try:
         summary = convert_file(args.prototxt, args.caffemodel, args.out,
                                legacy_npy=args.legacy_npy, check=check, mean=mean, labels=labels)

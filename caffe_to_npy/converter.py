@@ -14,8 +14,8 @@ import numpy as np
 from google.protobuf import text_format
 
 import netspec
-from atomicfile import atomic_path
 import weights_file
+from atomicfile import atomic_path, writing
 
 from . import caffe_pb
 from .caffemodel import CaffeModel
@@ -550,7 +550,8 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
             raise ConversionError('output directory %s does not exist: create it first' % directory)
         arrays = ((renamed.get(name, name), key, array)
                   for name, key, array in _iter_arrays(steps, model, shapes))
-        try:
+        # the weights file holds the same float32 values as the .caffemodel: about its size
+        with writing(out_path, 'the weights', needed=os.path.getsize(caffemodel)):
             with atomic_path(out_path, check) as tmp:
                 with open(tmp, 'wb') as f:
                     if legacy_npy:
@@ -559,8 +560,6 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
                         weights_file.write_npz(f, arrays, meta)
                 del steps, arrays
                 seconds = time.perf_counter() - start   # the conversion, not the --verify check
-        except OSError as e:
-            raise ConversionError('cannot write %s: %s' % (out_path, e.strerror or e)) from None
     layers = collections.OrderedDict()
     for name, key, shape in shapes:
         layers.setdefault(renamed.get(name, name), []).append((key, shape))

@@ -96,7 +96,7 @@ def tempered(trained, tiny_test_images, tmp_path_factory):
             saver.save(session, rundir.checkpoint_path(run_dir, 1), write_meta_graph=False)
     rundir.write_model(run_dir, model)
     rundir.save_json(os.path.join(run_dir, rundir.BEST_FILE),
-                     {'epoch': 1, 'checkpoint': 'model.ckpt-1'})
+                     {'epoch': 1, 'checkpoint': 'model.ckpt-1'}, 'best.json')
     return run_dir
 
 

@@ -28,10 +28,12 @@ def test_write_then_load_in_ram_or_memory_mapped(tmp_path):
     np.testing.assert_array_equal(got[0], features)
     np.testing.assert_array_equal(got[1], labels)
     assert list(got[2]) == list(paths)
-    spilled = feature_cache.load(str(tmp_path), 'train', 'k1', ram_gb=0)   # "doesn't fit"
+    spilled = feature_cache.load(str(tmp_path), 'train', 'k1', features.shape,
+                                 ram_gb=0)   # "doesn't fit"
     assert isinstance(spilled[0], np.memmap)
     np.testing.assert_array_equal(spilled[0], features)
-    assert feature_cache.load(str(tmp_path), 'train', 'other-key', ram_gb=1) is None
+    assert feature_cache.load(str(tmp_path), 'train', 'other-key', features.shape,
+                              ram_gb=1) is None
 
 
 def test_failed_extraction_leaves_nothing(tmp_path):
@@ -63,11 +65,12 @@ def test_key_follows_contents_and_facts(tmp_path):
     assert key != feature_cache.cache_key(files, boundary='fc6', variants=4)
 
 
-def test_remove_stale_keeps_current_keys(tmp_path):
-    for name in ('train-old.npy', 'train-new.npy', 'test-new.labels.npz'):
+def test_remove_stale_keeps_current_files(tmp_path):
+    for name in ('train-old.cache', 'train-new.cache', 'test-new.cache', 'test-new.npy'):
         (tmp_path / name).write_bytes(b'x')
-    feature_cache.remove_stale(str(tmp_path), ['new'])
-    assert sorted(os.listdir(tmp_path)) == ['test-new.labels.npz', 'train-new.npy']
+    feature_cache.remove_stale(str(tmp_path), [str(tmp_path / 'train-new.cache'),
+                                               str(tmp_path / 'test-new.cache')])
+    assert sorted(os.listdir(tmp_path)) == ['test-new.cache', 'train-new.cache']
 
 
 @pytest.mark.parametrize('flags, on, says', [
