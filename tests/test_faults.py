@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 import alexnet
 import atomicfile
+import classify
 import convert_tfrecord
 import feature_cache
 import fineturn
@@ -474,7 +475,7 @@ def test_validate_full_disk_at_probs_then_figure(alexnet_npz, images_and_convers
         raise ENOSPC
     for what, inject in (
             ('the probabilities %s' % probs,
-             lambda: monkeypatch.setattr(validate, 'open', FullDisk('probs'), raising=False)),
+             lambda: monkeypatch.setattr(classify, 'open', FullDisk('probs'), raising=False)),
             ('the figure %s' % figure, lambda: monkeypatch.setattr(Figure, 'savefig', fill_disk))):
         inject()
         code = validate.main(args)
