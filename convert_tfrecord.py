@@ -3,13 +3,15 @@
     python convert_tfrecord.py --data-dir UCMerced_LandUse/Images --output-dir data
 
 Input: DIR/<class>/<image>, e.g. UC Merced's 21 folders of 100 .tif each. Output in OUT: the
-train, validation and test records, labels.txt and split.csv (records.py describes them; the
-rules for images, splits and writing are in record_writer.py). Unreadable images are listed and
-skipped (--strict makes them an error); the same input and seed give byte-identical files.
+train, validation and test records, labels.txt and split.csv (records.py describes them). The
+rules for the folder and the split are in dataset_folder.py, those for writing in
+record_writer.py. Unreadable images are listed and skipped (--strict makes them an error); the
+same input and seed give byte-identical files.
 """
 import argparse
 import sys
 
+import dataset_folder
 import environment
 import images
 import setting
@@ -47,20 +49,20 @@ def main(argv=None):
              args.workers or '%d (one per core)' % images.default_workers(),
              ', overwrite' if args.overwrite else '', ', strict' if args.strict else ''))
     try:
-        # The import boundary: TensorFlow loads here, once the flags are parsed (environment.py).
-        # The image workers never load it.
+        plan = dataset_folder.plan(args.data_dir, args.output_dir, args.ratios, args.workers,
+                                   args.overwrite)   # a wrong folder or ratio: answered at once
+        # The import boundary: TensorFlow loads here, once the inputs are checked
+        # (environment.py). The image workers never load it.
         environment.load_tensorflow()
         import record_writer
-        conversion = record_writer.convert(args.data_dir, args.output_dir, args.ratios, args.seed,
-                                           args.workers, args.overwrite, args.strict,
-                                           progress=not args.quiet)
+        conversion = record_writer.write(plan, args.seed, args.strict, progress=not args.quiet)
     except UserError as error:
         print('convert_tfrecord.py: error: %s' % error, file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('convert_tfrecord.py: interrupted, nothing written', file=sys.stderr)
         return 130
-    print(record_writer.summary(conversion))
+    print(dataset_folder.summary(conversion))
     return 0
 
 

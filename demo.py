@@ -17,6 +17,7 @@ import shutil
 import matplotlib.cbook
 
 import caffe_to_npy
+import dataset_folder
 import outputdir
 import record_writer
 import synthetic_dataset
@@ -100,7 +101,7 @@ def prepare(settings, demo_dir):
     step(4, 'python convert_tfrecord.py')
     records_dir = os.path.join(demo_dir, 'data')
     conversion = record_writer.convert(images, records_dir, seed=DEMO_SEED, progress=False)
-    print(record_writer.summary(conversion))
+    print(dataset_folder.summary(conversion))
 
     step(5, 'python fineturn.py: %d epochs of the recipe in setting.py' % settings.epochs)
     return dataclasses.replace(settings, data_dir=records_dir, weights=weights,

@@ -37,12 +37,9 @@ import os
 import tensorflow as tf
 
 import alexnet
+from dataset_folder import LABELS_FILE, SPLIT_FILE, SPLITS  # noqa: F401 (the folder's layout)
 from errors import UserError
 
-SPLITS = ('train', 'validation', 'test')
-LABELS_FILE = 'labels.txt'
-SPLIT_FILE = 'split.csv'
-SPLIT_HEADER = ('path', 'label', 'split')
 CONVERT_COMMAND = 'python convert_tfrecord.py --data-dir IMAGES --output-dir %s'
 RECONVERT_COMMAND = CONVERT_COMMAND + ' --overwrite'
 FEATURES = {    # feature name -> type, as in tf.io.FixedLenFeature

@@ -25,6 +25,8 @@ import environment  # noqa: E402
 
 environment.load_tensorflow()   # the import boundary (the inputs are made in this process)
 
+import numpy as np  # noqa: E402
+
 import record_writer  # noqa: E402
 import synthetic_dataset  # noqa: E402
 from caffe_to_npy import convert_file, synthetic  # noqa: E402
@@ -38,9 +40,15 @@ def make_inputs(work, per_class):
     data_dir = os.path.join(work, 'records')
     record_writer.convert(folder.root, data_dir, progress=False)
     prototxt, caffemodel = synthetic.write_alexnet(work, seed=0, fmt='v1')
-    weights = os.path.join(work, 'weights.npz')
-    convert_file(prototxt, caffemodel, weights)
+    converted = os.path.join(work, 'converted.npz')
+    convert_file(prototxt, caffemodel, converted)
     os.remove(caffemodel)
+    # arrays only, without the model's description (meta/...), which revisions from before it
+    # existed refuse; every revision reads such a file as bvlc_alexnet
+    weights = os.path.join(work, 'weights.npz')
+    with np.load(converted) as data:
+        np.savez(weights, **{key: data[key] for key in data.files if not key.startswith('meta/')})
+    os.remove(converted)
     return data_dir, weights
 
 

@@ -6,7 +6,6 @@ WEIGHT_LAYOUTS below. Output keys are `<layer>/weights` and `<layer>/biases`.
 """
 import collections
 import dataclasses
-import json
 import os
 import time
 

@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 import alexnet
+import dataset_folder
 import record_writer as ct
 import records
+import setting
 import synthetic_dataset as sd
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -66,14 +68,14 @@ def quirky(tmp_path_factory):
                                          (4, [2, 1, 1]), (10, [8, 1, 1]), (15, [12, 2, 1]),
                                          (11, [9, 1, 1])])
 def test_split_counts_hand_computed(n, expected):
-    assert ct.split_counts(n, (0.8, 0.1, 0.1)) == expected
+    assert dataset_folder.split_counts(n, (0.8, 0.1, 0.1)) == expected
 
 
 @pytest.mark.parametrize('ratios', [(0.8, 0.1, 0.1), (0.7, 0.2, 0.1), (0.34, 0.33, 0.33),
                                     (0.98, 0.01, 0.01), (0.29, 0.42, 0.29)])
 def test_split_counts_sum_cover_and_stay_close(ratios):
     for n in range(3, 400):
-        counts = ct.split_counts(n, ratios)
+        counts = dataset_folder.split_counts(n, ratios)
         assert sum(counts) == n and min(counts) >= 1
         if min(n * r for r in ratios) >= 1:     # no split needed topping up to one image
             assert all(abs(c - n * r) < 1 for c, r in zip(counts, ratios)), (n, counts)
@@ -103,7 +105,7 @@ def test_splits_disjoint_stratified_and_sized(quirky):
     assert not (by_split['validation'] & by_split['test'])
     for label in range(len(folder.classes)):
         counts = [sum(1 for _, l, s in rows if l == label and s == split) for split in records.SPLITS]
-        assert counts == ct.split_counts(folder.count(label), ct.setting.SPLIT_RATIOS)
+        assert counts == dataset_folder.split_counts(folder.count(label), setting.SPLIT_RATIOS)
         assert min(counts) >= 1
 
 
@@ -124,7 +126,7 @@ def test_exact_80_10_10_for_100_images(tmp_path):
 def test_too_small_class_is_an_error_naming_it(tmp_path):
     folder = sd.make_dataset_folder(str(tmp_path / 'img'), num_classes=3, per_class=5, size=32,
                                     quirks=False, too_small_class=True, workers=1)
-    with pytest.raises(ct.ConvertError, match=folder.classes[-1]):
+    with pytest.raises(dataset_folder.ConvertError, match=folder.classes[-1]):
         ct.convert(folder.root, str(tmp_path / 'out'), workers=1, progress=False)
     assert not os.path.exists(tmp_path / 'out')
 
@@ -391,7 +393,7 @@ def test_refuses_to_overwrite_then_replaces_and_drops_stale_shards(quirky, tmp_p
     out = str(tmp_path / 'out')
     ct.convert(folder.root, out, seed=7, workers=1, progress=False)
     before = snapshot(out)
-    with pytest.raises(ct.ConvertError, match='--overwrite'):
+    with pytest.raises(dataset_folder.ConvertError, match='--overwrite'):
         ct.convert(folder.root, out, seed=7, workers=1, progress=False)
     assert snapshot(out) == before
     stale = os.path.join(out, 'train-00003-of-00004.tfrecord')
@@ -431,7 +433,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(quirky, tmp_path, mo
 
 def test_strict_fails_on_the_corrupt_file(quirky, tmp_path):
     folder, _, _, _, _ = quirky
-    with pytest.raises(ct.ConvertError, match=folder.corrupt[0]):
+    with pytest.raises(dataset_folder.ConvertError, match=folder.corrupt[0]):
         ct.convert(folder.root, str(tmp_path / 'out'), strict=True, workers=1, progress=False)
     assert not os.path.exists(tmp_path / 'out')
 
