@@ -1,4 +1,4 @@
-"""A training run's folder and its state on disk: settings, metrics rows, checkpoints, the best epoch.
+"""A training run's folder and its state on disk: settings, metrics rows, checkpoints, best epoch.
 
     runs/<name>/settings.json       the run's settings (a rerun must keep the recipe's)
     runs/<name>/metrics.csv         one row per completed epoch

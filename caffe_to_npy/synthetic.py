@@ -4,7 +4,8 @@ Used by the tests, the benchmark and `fineturn.py --demo`, so the whole chain ru
 model zoo's 244 MB download. The prototxt is written from a netspec.Structure (bvlc_alexnet's
 deploy net, layer for layer, by default); the caffemodel is written in the V1 format of the model
 zoo's file (`layers`, enum types, 4-D legacy blob dims, fc weights 1x1xOUTxIN, plus the train
-net's data and loss layers) or in the new format (`layer`, string types, BlobShape). `width` < 1 shrinks every hidden width for fast unit tests.
+net's data and loss layers) or in the new format (`layer`, string types, BlobShape). `width` < 1
+shrinks every hidden width for fast unit tests.
 
     python -m caffe_to_npy.synthetic OUT_DIR [--format v1|new] [--num-classes N] [--seed S]
         [--caffenet] [--style input_layer|input_dim|input_shape|v1]
@@ -39,7 +40,8 @@ def structure(num_classes=1000, width=1.0, base=netspec.BVLC_ALEXNET):
     `width` (kept even, so groups of 2 still divide it)."""
     layers = []
     for layer in base.layers[:-1]:
-        outputs = layer.outputs if width == 1.0 else max(2, int(round(layer.outputs * width / 2)) * 2)
+        outputs = layer.outputs if width == 1.0 else \
+            max(2, int(round(layer.outputs * width / 2)) * 2)
         layers.append(dataclasses.replace(layer, outputs=outputs))
     return dataclasses.replace(base, layers=tuple(layers) + base.layers[-1:]).with_classes(
         num_classes)

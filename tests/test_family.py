@@ -401,10 +401,11 @@ def test_a_run_from_before_lr_mult_resumes(tiny_records, alexnet_npz, tmp_path, 
 
 # --- the whole chain on CaffeNet with a mean image -------------------------------------------------
 
-def test_chain_on_caffenet_with_a_mean_image(caffenet, tiny_records, tmp_path, capsys):
+def test_chain_on_caffenet_with_a_mean_image(caffenet, tiny_records, tiny_test_images, tmp_path,
+                                             capsys):
     """convert + verify (fixture) -> records (conftest) -> fine-tune -> report; the run records
-    CaffeNet's structure and the mean image, and --evaluate (which reads them back) reproduces
-    the run's own predictions."""
+    CaffeNet's structure and the mean image, and what reads them back reproduces the run's own
+    predictions: --evaluate (records), --predict (image files) and the export (a SavedModel)."""
     _, _, weights = caffenet['new']
     run_dir = tmp_path / 'run'
     args = ['--data-dir', tiny_records, '--weights', weights, '--run-dir', str(run_dir),
@@ -426,6 +427,21 @@ def test_chain_on_caffenet_with_a_mean_image(caffenet, tiny_records, tmp_path, c
     assert [r['predicted'] for r in evaluated] == [r['predicted'] for r in run_rows]
     for a, b in zip(evaluated, run_rows):
         assert float(a['confidence']) == pytest.approx(float(b['confidence']), abs=1e-5)
+    # --predict on the test images' files, and the export on their pixels (RGB)
+    probs_path = tmp_path / 'probs.npz'
+    assert fineturn.main(['--predict'] + tiny_test_images + [
+        '--run-dir', str(run_dir), '--save-probs', str(probs_path)]) == 0, capsys.readouterr().err
+    with np.load(probs_path) as data:
+        predicted = data['probs']
+    assert predicted.argmax(1).tolist() == [int(r['predicted']) for r in run_rows]
+    np.testing.assert_allclose(predicted.max(1), [float(r['confidence']) for r in run_rows],
+                               atol=1e-5)
+    out_dir = tmp_path / 'export'
+    assert fineturn.main(['--export', str(out_dir), '--run-dir', str(run_dir)]) == 0
+    serve = tf.saved_model.load(str(out_dir)).signatures['serving_default']
+    pixels = np.stack([cv2.imread(path)[..., ::-1] for path in tiny_test_images])
+    exported = serve(images=tf.constant(pixels))['probabilities'].numpy()
+    np.testing.assert_allclose(exported, predicted, atol=1e-5)
 
 
 def test_flips_come_after_the_mean_image(tiny_records):
