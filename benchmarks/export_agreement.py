@@ -40,7 +40,7 @@ def main():
                         help='WIDTHxHEIGHT sizes to compare (default: %(default)s)')
     parser.add_argument('--limit', type=int, default=50, help='images used at most')
     args = parser.parse_args()
-    environment.load_tensorflow()
+    environment.load_tensorflow()   # the import boundary: TensorFlow loads after the flags
     import tensorflow as tf
     import alexnet
     import classify
