@@ -25,7 +25,7 @@ tf1 = tf.compat.v1
 
 # --- model facts that come with the pretrained weights ------------------------------------------
 IMAGE_SIZE = netspec.BVLC_ALEXNET.input_size   # network input side, 227
-RESIZE_SIZE = 256                 # Caffe's recipe: resize to 256x256, then centre crop IMAGE_SIZE
+RESIZE_SIZE = netspec.RESIZE_SIZE  # Caffe's recipe: resize to 256x256, then centre crop
 CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2   # 14: Caffe's centre crop rounds down
 # Crop windows of the 256x256 image as (top, left, mirrored): the centre one, and Caffe's
 # oversample (caffe/python/caffe/io.py): the four corners and the centre, then their mirrors.

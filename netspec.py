@@ -249,6 +249,9 @@ def check_family(structure):
 
 # The ImageNet mean per channel, in BGR order like the weights: what bvlc_alexnet's images get.
 MEAN_BGR = (104.0, 117.0, 123.0)
+# Caffe's recipe resizes every image to this square before the centre crop; a mean image is one
+# of this size.
+RESIZE_SIZE = 256
 
 # bvlc_alexnet's deploy.prototxt (models/bvlc_alexnet in BVLC/caffe)
 BVLC_ALEXNET = Structure((

@@ -50,7 +50,8 @@ class Weights(dict):
 def mean_array(mean):
     """A mean as float32: (3,) BGR values or a (256, 256, 3) BGR image; ValueError otherwise."""
     mean = np.asarray(mean, np.float32)
-    if mean.shape not in ((3,), (256, 256, 3)) or not np.isfinite(mean).all():
+    side = netspec.RESIZE_SIZE
+    if mean.shape not in ((3,), (side, side, 3)) or not np.isfinite(mean).all():
         raise ValueError('a mean is 3 BGR values or a 256x256x3 BGR image of finite numbers, '
                          'got shape %s' % (mean.shape,))
     return mean

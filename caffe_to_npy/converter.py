@@ -463,12 +463,12 @@ def read_mean(path):
     else:
         dims = (blob.num, blob.channels, blob.height, blob.width)
     values = np.asarray(blob.double_data if len(blob.double_data) else blob.data, np.float32)
-    dims = _strip_ones(dims)
-    if dims != (3, 256, 256) or values.size != 3 * 256 * 256:
-        raise ConversionError('%s holds a mean of shape %s with %d values: expected 3 x 256 x 256 '
-                              '(BGR, the size images are resized to before the 227 crop)'
-                              % (path, dims, values.size))
-    return values.reshape(3, 256, 256).transpose(1, 2, 0).copy()
+    dims, side = _strip_ones(dims), netspec.RESIZE_SIZE
+    if dims != (3, side, side) or values.size != 3 * side * side:
+        raise ConversionError('%s holds a mean of shape %s with %d values: expected 3 x %d x %d '
+                              '(BGR, the size images are resized to before the crop)'
+                              % (path, dims, values.size, side, side))
+    return values.reshape(3, side, side).transpose(1, 2, 0).copy()
 
 
 def read_labels(path):
