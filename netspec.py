@@ -207,7 +207,7 @@ FAMILY_OPS = {'conv': ('relu', 'lrn', 'pool'), 'fc': ('relu', 'dropout')}
 def check_family(structure):
     """A StructureError that says what differs if `structure` is not a network of the AlexNet
     family: five convolutions, then three inner products named conv1..fc8; after a convolution
-    only ReLU, LRN and max pooling, after an inner product only ReLU and dropout; a square
+    only ReLU, LRN and max pooling, after an inner product only ReLU and dropout; a 227x227
     3-channel input; pooling windows that fit the input exactly (Caffe rounds up, TF here
     doesn't pad)."""
     kinds = tuple(layer.kind for layer in structure.layers)
@@ -221,6 +221,10 @@ def check_family(structure):
     if structure.input_channels != 3:
         raise StructureError('a %d-channel input (the family takes BGR images, 3 channels)'
                              % structure.input_channels)
+    if structure.input_size != BVLC_ALEXNET.input_size:
+        raise StructureError('a %dx%d input (the family\'s is %dx%d, cropped from %dx%d)'
+                             % ((structure.input_size,) * 2 + (BVLC_ALEXNET.input_size,) * 2
+                                + (RESIZE_SIZE,) * 2))
     side = structure.input_size
     for layer in structure.layers:
         odd = [op.kind for op in layer.ops if op.kind not in FAMILY_OPS[layer.kind]]

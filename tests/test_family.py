@@ -140,8 +140,14 @@ def _branch(net):
             layer.bottom[0] = 'pool2'
 
 
+def _input_224(net):
+    net.layer[0].input_param.shape[0].dim[2] = 224
+    net.layer[0].input_param.shape[0].dim[3] = 224
+
+
 @pytest.mark.parametrize('edit, says', [
     (_drop_conv3, '4 convolution and 3 inner-product'),
+    (_input_224, "a 224x224 input (the family's is 227x227"),
     (_average_pooling, 'pool5 is AVE pooling'),
     (_within_channel, 'WITHIN_CHANNEL'),
     (_batch_norm, 'type BatchNorm'),
