@@ -229,6 +229,28 @@ def test_a_failed_export_leaves_nothing_behind(tempered, tmp_path, capsys, monke
         assert os.listdir(tmp_path) == []
 
 
+def test_one_exporter_at_a_time(tempered, tmp_path, capsys):
+    """Another process exporting to the same folder holds its lock (a file next to it)."""
+    out_dir = tmp_path / 'export'
+    holder = subprocess.Popen(
+        [sys.executable, '-c', 'import sys, time; sys.path.insert(0, sys.argv[1]); import outputdir;'
+         ' lock = outputdir.FolderLock(sys.argv[2], "--export", path=sys.argv[3]);'
+         ' print("held", flush=True); time.sleep(60)',
+         ROOT, str(out_dir), str(tmp_path / '.export.lock')], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'held'
+        code, out, err = run(capsys, '--export', out_dir, '--run-dir', tempered)
+        assert code == 1 and len(err.strip().splitlines()) == 1
+        assert 'in use by another process (PID %d)' % holder.pid in err
+        assert not os.path.exists(out_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    code, _, err = run(capsys, '--export', out_dir, '--run-dir', tempered)   # free again
+    assert code == 0, err
+    assert sorted(os.listdir(tmp_path)) == ['export']                        # no lock file left
+
+
 def test_a_killed_export_leaves_no_export(tempered, tmp_path):
     out_dir = tmp_path / 'export'
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, 'fineturn.py'), '--export',
