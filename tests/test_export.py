@@ -269,3 +269,11 @@ def test_a_killed_export_leaves_no_export(tempered, tmp_path):
         process.kill()
         process.wait()
     assert not os.path.exists(out_dir)
+    left = [name for name in os.listdir(tmp_path) if name.startswith('.export.tmp-')]
+    assert left                               # the dead exporter's half-written folder ...
+    out = subprocess.run([sys.executable, os.path.join(ROOT, 'fineturn.py'), '--export',
+                          str(out_dir), '--run-dir', tempered], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert 'removed' in out.stdout and 'freed' in out.stdout
+    assert sorted(os.listdir(tmp_path)) == ['export']   # ... is gone after the next export
