@@ -5,6 +5,7 @@ the full graph. The report goes next to the checkpoint, in evaluate-<checkpoint>
 or evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
 image averaged).
 """
+import contextlib
 import os
 
 import tensorflow as tf
@@ -44,13 +45,19 @@ def checkpoint_damage(checkpoint):
     return None
 
 
-def damaged_checkpoint(checkpoint):
-    """A RunError if the files of `checkpoint` are damaged, else None."""
-    damage = checkpoint_damage(checkpoint)
-    if damage is None:
-        return None
-    return RunError('checkpoint %s is damaged (%s): use another epoch\'s checkpoint'
-                    % (checkpoint, damage))
+@contextlib.contextmanager
+def reading_checkpoint(checkpoint):
+    """Inside the block, a checkpoint whose files can't be read (a truncated .data, a damaged
+    .index) becomes a RunError that says what is damaged; --evaluate, --predict and --export read
+    checkpoints through this."""
+    try:
+        yield
+    except (tf.errors.OpError, IndexError, ValueError):   # IndexError: TF's "Read less bytes"
+        damage = checkpoint_damage(checkpoint)
+        if damage is None:
+            raise                            # readable files: the error is about something else
+        raise RunError('checkpoint %s is damaged (%s): use another epoch\'s checkpoint'
+                       % (checkpoint, damage)) from None
 
 
 def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
@@ -58,10 +65,8 @@ def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
     the report."""
     prefix = rundir.checkpoint_prefix(checkpoint)
     classes = records.read_labels(data_dir)
-    try:
+    with reading_checkpoint(prefix):
         found = checkpoint_classes(prefix)
-    except tf.errors.OpError:
-        raise damaged_checkpoint(prefix) or RunError('cannot read checkpoint %s' % prefix) from None
     if found != len(classes):
         raise RunError('%s has %s classes in fc8 but labels.txt in %s has %d'
                        % (prefix, found or 'no', data_dir, len(classes)))
@@ -82,13 +87,8 @@ def evaluate_checkpoint(data_dir, checkpoint, ten_crop=False):
         saver = tf1.train.Saver()
         test_graph.finalize()
         with tf1.Session() as session:
-            try:
+            with reading_checkpoint(prefix):
                 saver.restore(session, prefix)
-            except (tf.errors.OpError, ValueError):
-                damaged = damaged_checkpoint(prefix)
-                if damaged is None:
-                    raise
-                raise damaged from None
             session.run(iterator.initializer)
             with records.reading(data_dir, 'test'):
                 result = graph.summarize(graph.batches(

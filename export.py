@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 import alexnet
+import evaluation
 import graph
 import outputdir
 import predict
@@ -90,9 +91,10 @@ class Servable(tf.Module):
 
 def checkpoint_arrays(prefix, structure):
     """{layer: {'weights', 'biases'}} numpy arrays of the network's layers in a checkpoint."""
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
-                   for kind in ('weights', 'biases')} for name in structure.names}
+    with evaluation.reading_checkpoint(prefix):
+        reader = tf.train.load_checkpoint(prefix)
+        return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
+                       for kind in ('weights', 'biases')} for name in structure.names}
 
 
 def run_figures(prefix):

@@ -29,7 +29,8 @@ def open_model(run_dir, checkpoint=None):
                        'checkpoint with --checkpoint' % (run_dir, run_dir))
     prefix = rundir.checkpoint_prefix(checkpoint or run_dir)
     model = rundir.read_model(os.path.dirname(prefix))
-    found = evaluation.checkpoint_classes(prefix)
+    with evaluation.reading_checkpoint(prefix):
+        found = evaluation.checkpoint_classes(prefix)
     if found != len(model.classes):
         raise RunError('%s has %s classes in fc8 but %s names %d: that file was written for '
                        'another dataset; rerun the training command that made the checkpoint to '
@@ -54,8 +55,8 @@ def checkpoint_classifier(prefix, model, crops=None):
     inference.finalize()
     session = tf1.Session(graph=inference)
     try:
-        with inference.as_default():   # a Saver outside its graph tries to work eagerly
-            saver.restore(session, prefix)
+        with inference.as_default(), evaluation.reading_checkpoint(prefix):
+            saver.restore(session, prefix)   # (a Saver outside its graph tries to work eagerly)
     except BaseException:
         session.close()
         raise

@@ -224,9 +224,10 @@ def test_full_disk_at_each_write_of_a_run(undisturbed, tiny_records, alexnet_npz
 
 
 def test_damaged_checkpoint_and_cache_are_found_and_redone(
-        undisturbed, tiny_records, alexnet_npz, tmp_path, capfd):
-    """The newest checkpoint is cut short and a cache file has a flipped byte: --evaluate of the
-    checkpoint says it is damaged; the resume says so in one line each, restores the epoch
+        undisturbed, tiny_records, alexnet_npz, tiny_test_images, tmp_path, capfd):
+    """The newest checkpoint is cut short and a cache file has a flipped byte: --evaluate,
+    --predict and --export of the checkpoint say it is damaged; the resume says so in one line
+    each, restores the epoch
     before, computes the cache again and trains the last epoch again. (A missing .index, a
     truncated or foreign cache file: the resume and cache tests below.)"""
     cache = os.path.join(rundir.CACHE_DIR, next(
@@ -240,6 +241,13 @@ def test_damaged_checkpoint_and_cache_are_found_and_redone(
         '--evaluate', rundir.checkpoint_path(run_dir, 2)], capfd)
     line = one_line_error(err, 'fineturn.py')
     assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
+    export_dir = str(tmp_path / 'export')
+    for mode in (['--predict', tiny_test_images[0]], ['--export', export_dir]):
+        code, _, err = run_fineturn(mode + ['--checkpoint', rundir.checkpoint_path(run_dir, 2)],
+                                    capfd)
+        line = one_line_error(err, 'fineturn.py')
+        assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
+    assert not os.path.exists(export_dir) and temporary_files(str(tmp_path)) == []
 
     code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
     assert code == 0, err
