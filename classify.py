@@ -75,9 +75,10 @@ def from_weights(weights, allow_pickle=False):
     with one centre crop and the file's mean."""
     if isinstance(weights, str):
         weights = alexnet.read_weights(weights, allow_pickle=allow_pickle)
+    elif not isinstance(weights, alexnet.Weights):
+        weights = alexnet.Weights(weights)     # a plain dict of layers: bvlc_alexnet's defaults
     session, images, end_points = alexnet.inference_session(weights)
-    return Classifier(session, images, end_points['prob'], getattr(weights, 'mean',
-                                                                   alexnet.MEAN_BGR))
+    return Classifier(session, images, end_points['prob'], weights.mean)
 
 
 # --- inputs --------------------------------------------------------------------------------------
