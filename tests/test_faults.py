@@ -113,6 +113,37 @@ def metrics(run_dir):
             for row in read_csv(os.path.join(run_dir, rundir.METRICS_FILE))]
 
 
+def assert_close(got, want, where, rel, abs):
+    """JSON data equal but for its numbers, which may differ within the tolerance: the same keys,
+    lengths, strings and booleans. (pytest.approx of a dict holding strings is a TypeError in
+    pytest 9.2.)"""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), where
+        for key in want:
+            assert_close(got[key], want[key], '%s.%s' % (where, key), rel, abs)
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for index, (a, b) in enumerate(zip(got, want)):
+            assert_close(a, b, '%s[%d]' % (where, index), rel, abs)
+    elif isinstance(want, (int, float)) and not isinstance(want, bool):
+        assert isinstance(got, (int, float)) and not isinstance(got, bool), where
+        assert got == pytest.approx(want, rel=rel, abs=abs), where
+    else:
+        assert got == want, where
+
+
+def test_assert_close_compares_numbers_within_tolerance_and_the_rest_exactly():
+    report = {'checkpoint': 'model.ckpt-2', 'accuracy': 0.5, 'per_class': [{'name': 'a',
+                                                                              'recall': 1.0}]}
+    assert_close({'checkpoint': 'model.ckpt-2', 'accuracy': 0.50000001,
+                  'per_class': [{'name': 'a', 'recall': 1.0}]}, report, 'r', rel=1e-4, abs=1e-6)
+    for different in ({'checkpoint': 'model.ckpt-3'}, {'accuracy': 0.51},
+                      {'accuracy': '0.5'}, {'per_class': [{'name': 'b', 'recall': 1.0}]},
+                      {'per_class': []}, {'extra': 1}):
+        with pytest.raises(AssertionError):
+            assert_close(dict(report, **different), report, 'r', rel=1e-4, abs=1e-6)
+
+
 def assert_same_run(run_dir, reference):
     """The outputs of an undisturbed run: the same files, epochs, figures, report, predictions."""
     def names(folder):
@@ -128,7 +159,7 @@ def assert_same_run(run_dir, reference):
             assert float(a[key]) == pytest.approx(float(b[key]), **close), key
     for name in ('best.json', 'test_report.json'):
         with open(os.path.join(run_dir, name)) as f, open(os.path.join(reference, name)) as g:
-            assert json.load(f) == pytest.approx(json.load(g), **close), name
+            assert_close(json.load(f), json.load(g), name, **close)
     got, want = (read_csv(os.path.join(folder, 'predictions.csv')) for folder in (run_dir,
                                                                                   reference))
     assert [(r['path'], r['label'], r['predicted']) for r in got] == \
