@@ -26,6 +26,7 @@ import numpy as np
 
 import netspec
 import outputdir
+import weights_file
 from atomicfile import atomic_write, free_space, human_size
 from errors import UserError
 
@@ -152,10 +153,15 @@ def checkpoint_prefix(path):
                            % (path, BEST_FILE, checkpoint_path(path, 1)))
         with open(best) as f:
             return os.path.join(path, json.load(f)['checkpoint'])
+    given = path
     for suffix in CHECKPOINT_SUFFIXES:
         if path.endswith(suffix):
             path = path[:-len(suffix)]
     if not os.path.exists(path + '.index'):
+        if weights_file.is_weights_file(given):    # the pretrained weights, given by mistake
+            weights_file.require_family(given)
+            raise RunError('%s is a weights file, not a checkpoint: fine-tune it with python '
+                           'fineturn.py --weights %s, then use that run dir' % (given, given))
         raise RunError('no checkpoint %s (expected %s.index)' % (path, path))
     return path
 

@@ -1,7 +1,7 @@
 """Classify images with 1000-class ImageNet AlexNet weights: the check that a conversion worked.
 
-    python validate_alexnet_on_imagenet.py [IMAGE_OR_DIR ...] [--weights PATH] [--top-k 5]
-        [--save-probs OUT.npz] [--figure OUT.png] [--allow-pickle] [--batch-size N]
+    python validate_alexnet_on_imagenet.py [IMAGE_OR_DIR ...] [--weights PATH] [--labels FILE]
+        [--top-k 5] [--save-probs OUT.npz] [--figure OUT.png] [--allow-pickle] [--batch-size N]
 
 Prints each image's top-k ImageNet classes with their probabilities. Directories are expanded to
 the image files below them (sorted); with no images given, matplotlib's sample photo
@@ -10,8 +10,9 @@ outputs live in classify.py, shared with `fineturn.py --predict` (and usable fro
 there). Images go through alexnet.load_image, the one preprocessing shared with
 `caffe_to_npy --verify`.
 
-Class names: those stored in the weights file (python -m caffe_to_npy ... --labels FILE), else
-data/imagenet_classes.txt, one line per class in Caffe's order (the sorted WNIDs of
+Class names: those of --labels FILE, else those stored in the weights file (python -m caffe_to_npy
+... --labels FILE), else, for a 1000-class model, data/imagenet_classes.txt, one line per class
+in Caffe's order (the sorted WNIDs of
 ILSVRC-2012, i.e. the order of Caffe's synset_words.txt). Each line is the comma-separated WordNet
 lemma list, i.e. synset_words.txt without the WNID ("tench, Tinca tinca"); the figure shows the
 first lemma. Two classes share the name "crane" (the bird, line 135, and the machine, line 518),
@@ -27,6 +28,7 @@ import matplotlib.cbook
 
 import environment
 import setting
+import weights_file
 from errors import UserError
 
 PROG = 'validate_alexnet_on_imagenet.py'
@@ -45,6 +47,30 @@ def read_class_names(path=setting.IMAGENET_CLASSES):
         raise ValidateError('cannot read the class names %s (%s)' % (path, error.strerror)) from None
     if not names or not all(name.strip() for name in names):
         raise ValidateError('%s: expected one non-empty class name per line' % path)
+    return names
+
+
+def class_names(weights_path, weights, labels_path=None):
+    """The names of the classes of `weights` (read from `weights_path`): those of the file
+    `labels_path`, else the weights file's own, else ImageNet's for a 1000-class model; a
+    ValidateError that says how to name them otherwise."""
+    classes = weights.structure.num_classes
+    if labels_path:
+        names = read_class_names(labels_path)
+        if len(names) != classes:
+            raise ValidateError('%s names %d classes but %s has %d outputs in fc8: give one class '
+                                'name per output' % (labels_path, len(names), weights_path,
+                                                     classes))
+        return names
+    if weights.labels:
+        return weights.labels
+    names = read_class_names()
+    if len(names) != classes:
+        raise ValidateError(
+            '%s has %d classes in fc8 and no class names (%s names the %d ImageNet classes): '
+            'pass --labels FILE, one name per line, or store them in the weights file: %s '
+            '--labels FILE' % (weights_path, classes, setting.IMAGENET_CLASSES, len(names),
+                               weights_file.CONVERT_COMMAND % weights_path))
     return names
 
 
@@ -75,8 +101,11 @@ def parse_args(argv=None):
                         help='image files and directories (their image files, sorted); '
                              "default: matplotlib's sample photo grace_hopper.jpg")
     parser.add_argument('--weights', default=setting.WEIGHTS_PATH,
-                        help='1000-class weights file from python -m caffe_to_npy '
-                             '(default: %(default)s)')
+                        help='weights file from python -m caffe_to_npy (default: %(default)s)')
+    parser.add_argument('--labels', metavar='FILE',
+                        help='class names, one per line and per output of fc8 (default: those '
+                             'stored in the weights file, else ImageNet\'s %s for 1000 classes)'
+                        % setting.IMAGENET_CLASSES)
     parser.add_argument('--top-k', type=_positive_int, default=setting.TOP_K,
                         help='classes printed per image (default: %(default)s)')
     parser.add_argument('--save-probs', metavar='OUT.npz',
@@ -106,13 +135,7 @@ def main(argv=None):
             print("no images given: classifying matplotlib's sample photo %s" % paths[0])
         weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
         classes = weights.structure.num_classes
-        names = weights.labels or read_class_names()   # the file's own, else ImageNet's
-        if classes != len(names):
-            raise ValidateError(
-                '%s has %d classes in fc8, but %s names %d ImageNet classes: this script checks '
-                'the 1000-class ImageNet weights (python -m caffe_to_npy output), not a fine-tuned '
-                'model (use python fineturn.py --predict for that)'
-                % (args.weights, classes, setting.IMAGENET_CLASSES, len(names)))
+        names = class_names(args.weights, weights, args.labels)
         print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
               % (args.weights, classes, len(paths), args.top_k, args.batch_size))
         with classify.from_weights(weights) as classifier:
@@ -121,6 +144,9 @@ def main(argv=None):
     except UserError as error:
         print('%s: error: %s' % (PROG, error), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print('%s: interrupted' % PROG, file=sys.stderr)
+        return 130
     return 0
 
 

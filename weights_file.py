@@ -5,6 +5,10 @@ An `.npz` (written by `python -m caffe_to_npy`, read without pickle) holds
   meta/structure.json               the network's structure (netspec.Structure as JSON)
   meta/mean                         the mean its images get: 3 BGR values or a 256x256x3 BGR image
   meta/labels                       optional: the class names, one per fc8 output
+A network outside the AlexNet family converts too: its layers keep the prototxt's names, and its
+only meta/ entry is
+  meta/outside_family               why it is not of the family (netspec.check_family's answer)
+so that everything here that builds a network refuses the file in one line (require_family).
 A file without meta/ entries (written before they existed, or a legacy pickled `.npy` of older
 ports, dict of dicts or dict of [W, b] lists) means bvlc_alexnet with the ImageNet mean.
 
@@ -23,6 +27,7 @@ from errors import UserError
 STRUCTURE_KEY = 'meta/structure.json'
 MEAN_KEY = 'meta/mean'
 LABELS_KEY = 'meta/labels'
+OUTSIDE_FAMILY_KEY = 'meta/outside_family'
 META_PREFIX = 'meta/'
 
 _NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'
@@ -61,12 +66,12 @@ def mean_array(mean):
 
 def read(path, allow_pickle=False):
     """The Weights of a `.npz` (never unpickled) or, only with allow_pickle=True, of a legacy
-    pickled `.npy` dict (dict of dicts or dict of [W, b] lists, Python-2 pickles included)."""
+    pickled `.npy` dict (dict of dicts or dict of [W, b] lists, Python-2 pickles included).
+    A file of a network outside the AlexNet family is a WeightsError (require_family)."""
     if not os.path.isfile(path):
         raise WeightsError('no weights file %s: convert the Caffe model with `%s`'
                            % (path, CONVERT_COMMAND % path))
-    with open(path, 'rb') as f:
-        magic = f.read(6)
+    magic = _magic(path)
     if magic.startswith(_ZIP_MAGIC):
         return _read_npz(path)
     if not (magic.startswith(_NPY_MAGIC) or magic.startswith(_PICKLE_MAGIC)):
@@ -80,13 +85,46 @@ def read(path, allow_pickle=False):
     return Weights(_read_pickled(path))
 
 
+def _magic(path):
+    with open(path, 'rb') as f:
+        return f.read(6)
+
+
+def is_weights_file(path):
+    """Whether `path` is a file that looks like a weights file (.npz or a pickled .npy) by its
+    first bytes, whatever its name."""
+    return os.path.isfile(path) and _magic(path).startswith((_ZIP_MAGIC, _NPY_MAGIC,
+                                                              _PICKLE_MAGIC))
+
+
+def require_family(path, meta=None):
+    """A WeightsError if the weights file `path` (or its meta/ entries `meta`, {key: array}) holds
+    the parameters of a network outside the AlexNet family: the converter writes such files, but
+    nothing here builds their network. Without `meta`, only the file's meta/ entries are read."""
+    if meta is None:
+        if not _magic(path).startswith(_ZIP_MAGIC):
+            return                       # a pickled .npy records nothing: bvlc_alexnet's
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = {key: data[key] for key in data.files if key == OUTSIDE_FAMILY_KEY}
+        except Exception:                # a damaged file: read() says so
+            return
+    if OUTSIDE_FAMILY_KEY in meta:
+        raise WeightsError(
+            '%s holds the parameters of a network outside the AlexNet family (%s), which '
+            'fineturn.py and validate_alexnet_on_imagenet.py cannot build: use weights converted '
+            'from bvlc_alexnet, CaffeNet or a Places AlexNet (`%s`)'
+            % (path, str(meta[OUTSIDE_FAMILY_KEY]), CONVERT_COMMAND % 'OUT.npz'))
+
+
 def _read_npz(path):
     try:
         with np.load(path, allow_pickle=False) as data:
-            layers, meta = {}, {}
+            meta = {key: data[key] for key in data.files if key.startswith(META_PREFIX)}
+            require_family(path, meta)       # before reading the arrays of a file it refuses
+            layers = {}
             for key in data.files:
                 if key.startswith(META_PREFIX):
-                    meta[key] = data[key]
                     continue
                 layer, _, kind = key.rpartition('/')
                 if kind not in ('weights', 'biases') or not layer:
@@ -104,7 +142,7 @@ def _read_npz(path):
 
 def _described(path, layers, meta):
     """Weights with the description in `meta` ({key: array}), checked."""
-    unknown = sorted(set(meta) - {STRUCTURE_KEY, MEAN_KEY, LABELS_KEY})
+    unknown = sorted(set(meta) - {STRUCTURE_KEY, MEAN_KEY, LABELS_KEY, OUTSIDE_FAMILY_KEY})
     if unknown:
         raise WeightsError('%s: unexpected key(s) %s' % (path, ', '.join(unknown)))
     if not meta:
@@ -158,9 +196,15 @@ def description(structure, mean=netspec.MEAN_BGR, labels=None):
     return meta
 
 
+def outside_family(why):
+    """The meta/ entries of a network outside the AlexNet family: `why` it is not of the family."""
+    return {OUTSIDE_FAMILY_KEY: np.array(str(why))}
+
+
 def write_npz(f, items, meta):
     """What np.savez does, one array at a time so that only one converted layer is alive at once:
-    `items` yields (layer, 'weights' or 'biases', array); `meta` is description()'s entries."""
+    `items` yields (layer, 'weights' or 'biases', array); `meta` is description()'s entries, or
+    outside_family()'s."""
     arrays = (('%s/%s' % (name, key), array) for name, key, array in items)
     with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, array in itertools.chain(arrays, meta.items()):

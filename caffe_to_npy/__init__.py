@@ -10,6 +10,8 @@ Public API:
     compare.verify(prototxt, caffemodel, weights_path, image_paths) -> dict   (OpenCV's Caffe vs
                          our graph; importing caffe_to_npy.compare loads TensorFlow)
     synthetic.write_alexnet(directory, num_classes=1000, seed=0, fmt='v1') -> (prototxt, caffemodel)
+    synthetic.write_model(directory, name, layers, dims, blobs, fmt='new') -> (prototxt, caffemodel)
+                         of any network (the tests' networks outside the AlexNet family)
 """
 from .converter import Net, Summary, WEIGHT_LAYOUTS, convert, convert_file
 from .errors import ConversionError

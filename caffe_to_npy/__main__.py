@@ -9,11 +9,13 @@ from atomicfile import remove_orphans
 from errors import UserError
 
 from . import TOLERANCE
-from .converter import (convert_file, describe_mean, describe_structure, read_labels,
-                        read_mean)
+from .converter import (Net, convert_file, describe_mean, describe_structure, read_labels,
+                        read_mean, structure_of)
 from .errors import ConversionError
 
-EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
+# The exit statuses of every command: 0 done, 1 an error (the user's or the machine's, a
+# --verify mismatch included), 2 a usage error (argparse's), 130 interrupted (Ctrl-C).
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _parser():
@@ -22,11 +24,14 @@ def _parser():
         description='Convert a Caffe model (deploy .prototxt + .caffemodel, V1 or new format) to '
                     'float32 weights in TensorFlow layouts: conv HWIO, fc (in, out), fc6 rows '
                     'reordered from C,H,W to H,W,C. Writes an .npz with keys <layer>/weights and '
-                    '<layer>/biases (np.load(path, allow_pickle=False)) and the model\'s '
-                    'description: its structure (the order of ReLU, LRN and pooling, their '
-                    'parameters, the sizes), its mean and optionally its class names. Networks '
-                    'of the AlexNet family only: bvlc_alexnet, bvlc_reference_caffenet, the '
-                    'Places AlexNets and their fine-tuned descendants.',
+                    '<layer>/biases (np.load(path, allow_pickle=False)). Any network\'s '
+                    'convolutions (grouped and depthwise too) and inner products convert. For a '
+                    'network of the AlexNet family (bvlc_alexnet, bvlc_reference_caffenet, the '
+                    'Places AlexNets and their fine-tuned descendants) the file also records '
+                    'the model\'s description: its structure (the order of ReLU, LRN and '
+                    'pooling, their parameters, the sizes), its mean and optionally its class '
+                    'names; fineturn.py and validate_alexnet_on_imagenet.py use only such '
+                    'files. --mean, --mean-values, --labels and --verify are for the family.',
         epilog='example: python -m caffe_to_npy bvlc_alexnet/deploy.prototxt '
                'bvlc_alexnet.caffemodel weights/bvlc_alexnet.npz --verify photo.jpg')
     parser.add_argument('prototxt', help='the deploy .prototxt (network structure)')
@@ -50,7 +55,7 @@ def _parser():
                         help='run OpenCV\'s Caffe runtime and our alexnet graph on these images '
                              'and compare fc8 and prob; relative difference = max|ours - caffe| / '
                              'max|caffe|; fails (exit %d, nothing written) above %g'
-                             % (EXIT_MISMATCH, TOLERANCE))
+                             % (EXIT_ERROR, TOLERANCE))
     return parser
 
 
@@ -61,16 +66,50 @@ def _print_summary(summary):
         print('  not in the prototxt, not converted: %s' % ', '.join(summary.ignored))
     for old, new in summary.renamed.items():
         print('  %s is stored as %s' % (old, new))
-    print('structure: %s' % describe_structure(summary.structure))
-    print('%s; %s' % (describe_mean(summary.mean), '%d labels' % len(summary.labels)
-                      if summary.labels else 'no labels'))
+    if summary.outside_family:
+        print('parameters converted, but the network is not of the AlexNet family (%s): '
+              'fineturn.py and validate_alexnet_on_imagenet.py can\'t use %s'
+              % (summary.outside_family, summary.path))
+    else:
+        print('structure: %s' % describe_structure(summary.structure))
+        print('%s; %s' % (describe_mean(summary.mean), '%d labels' % len(summary.labels)
+                          if summary.labels else 'no labels'))
     print('%d layers, %s parameters (%.1f MB float32) -> %s (%s) in %.2f s' % (
         len(summary.layers), format(summary.parameters, ','), summary.parameters * 4 / 1e6,
         summary.path, summary.format, summary.seconds))
 
 
+def _require_family(args):
+    """The flags that describe or check a model of the AlexNet family are refused, before any
+    work, for a network outside it."""
+    given = [flag for flag, value in (('--mean', args.mean), ('--mean-values', args.mean_values),
+                                      ('--labels', args.labels), ('--verify', args.verify))
+             if value]
+    if given:
+        try:
+            structure_of(Net(args.prototxt))
+        except ConversionError as error:
+            raise ConversionError('%s; %s %s for networks of the family only: convert '
+                                  'without %s' % (error, ' and '.join(given),
+                                                  'is' if len(given) == 1 else 'are',
+                                                  'it' if len(given) == 1 else 'them')) from None
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
+    try:
+        return _convert(args)
+    except UserError as e:  # one line for bad input or a refused write, no traceback
+        message = str(e).strip().replace('\n', ' ')
+        print('caffe_to_npy: error: %s' % message, file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print('caffe_to_npy: interrupted; nothing written', file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _convert(args):
+    _require_family(args)
     mean = read_mean(args.mean) if args.mean else args.mean_values
     labels = read_labels(args.labels) if args.labels else None
     check = None
@@ -105,7 +144,7 @@ def main(argv=None):
     if summary is None:
         print('caffe_to_npy: error: the converted weights do not reproduce Caffe\'s outputs '
               '(see above); nothing written to %s' % args.out, file=sys.stderr)
-        return EXIT_MISMATCH
+        return EXIT_ERROR
     _print_summary(summary)
     return 0
 
@@ -115,12 +154,4 @@ class _Mismatch(Exception):
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print('caffe_to_npy: interrupted; nothing written', file=sys.stderr)
-        sys.exit(130)
-    except UserError as e:  # one line for bad input, no traceback
-        message = str(e).strip().replace('\n', ' ')
-        print('caffe_to_npy: error: %s' % message, file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(main())

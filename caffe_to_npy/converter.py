@@ -295,8 +295,11 @@ def structure_of(net):
     try:
         return _structure(net)
     except netspec.StructureError as error:
-        raise ConversionError('%s is not a network of the AlexNet family: %s' % (net.path, error)) \
-            from None
+        raise ConversionError(_not_family(net, error)) from None
+
+
+def _not_family(net, why):
+    return '%s is not a network of the AlexNet family: %s' % (net.path, why)
 
 
 def _parse_prototxt(path):
@@ -496,7 +499,7 @@ def describe_structure(structure):
 
 
 Summary = collections.namedtuple('Summary', 'path layers parameters seconds format ignored '
-                                            'structure mean labels renamed')
+                                            'structure mean labels renamed outside_family')
 
 
 def _layout(structure):
@@ -510,12 +513,15 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
                  labels=None):
     """Convert and write atomically. Returns a Summary.
 
-    The prototxt must describe a network of the AlexNet family (netspec.check_family); its
-    structure, `mean` (3 BGR values or a 256x256x3 BGR image; default the ImageNet mean) and
-    `labels` (class names, one per fc8 output; optional) are recorded in the .npz next to the
-    arrays, whose layers are named conv1..fc8 by position. `check(tmp_path)`, if given, runs on
-    the complete temporary file before it replaces `out_path` (the CLI's --verify); if it raises,
-    nothing is left behind.
+    Any network's convolutions and inner products convert. For a network of the AlexNet family
+    (netspec.check_family) its structure, `mean` (3 BGR values or a 256x256x3 BGR image; default
+    the ImageNet mean) and `labels` (class names, one per fc8 output; optional) are recorded in
+    the .npz next to the arrays, whose layers are named conv1..fc8 by position. A network outside
+    the family keeps the prototxt's layer names, and the .npz records only why it is not of the
+    family (Summary.outside_family): weights_file refuses it, `mean` and `labels` are not
+    recorded (the command line refuses them for such a network), and --legacy-npy, which could
+    not record it, is refused. `check(tmp_path)`, if given, runs on the complete temporary file
+    before it replaces `out_path` (the CLI's --verify); if it raises, nothing is left behind.
     """
     want = '.npy' if legacy_npy else '.npz'
     if not out_path.endswith(want):
@@ -524,23 +530,22 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
             ' (or pass --legacy-npy for a pickled .npy)'))
     start = time.perf_counter()
     net = Net(prototxt)
-    mean = netspec.MEAN_BGR if mean is None else mean
     with CaffeModel(caffemodel) as model:
         steps = plan(net, model)
-        structure, renamed = structure_of(net)
-        if labels is not None and len(labels) != structure.num_classes:
-            raise ConversionError('%d labels for the %d outputs of %s: give one class name per '
-                                  'output' % (len(labels), structure.num_classes,
-                                              structure.layers[-1].name))
-        if legacy_npy and (_layout(structure) != _layout(netspec.BVLC_ALEXNET)
-                           or not np.array_equal(mean, netspec.MEAN_BGR) or labels is not None):
-            raise ConversionError('--legacy-npy files hold arrays only, and this model differs '
-                                  'from bvlc_alexnet (its structure, mean or labels): write an '
-                                  '.npz, which records them')
         try:
-            meta = weights_file.description(structure, mean, labels)
-        except ValueError as e:
-            raise ConversionError('the mean: %s' % e) from None
+            structure, renamed = _structure(net)
+            outside = None
+        except netspec.StructureError as error:
+            structure, renamed, outside, mean, labels = None, {}, str(error), None, None
+        if outside is not None:
+            if legacy_npy:
+                raise ConversionError('%s: --legacy-npy files hold arrays only and could not '
+                                      'record that: write an .npz (np.load reads its arrays)'
+                                      % _not_family(net, outside))
+            meta = weights_file.outside_family(outside)
+        else:
+            mean = netspec.MEAN_BGR if mean is None else mean
+            meta = _description(structure, mean, labels, legacy_npy)
         shapes = []
         converted = {layer.name for layer, _ in steps}
         ignored = [l.name for l in model.layers if l.blobs and l.name not in converted]
@@ -565,4 +570,22 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
     parameters = sum(int(np.prod(shape)) for _, _, shape in shapes)
     return Summary(out_path, list(layers.items()), parameters, seconds,
                    'legacy-npy' if legacy_npy else 'npz', ignored, structure,
-                   weights_file.mean_array(mean), labels, renamed)
+                   None if mean is None else weights_file.mean_array(mean), labels, renamed,
+                   outside)
+
+
+def _description(structure, mean, labels, legacy_npy):
+    """The meta/ entries of a network of the family, its `mean` and `labels` checked."""
+    if labels is not None and len(labels) != structure.num_classes:
+        raise ConversionError('%d labels for the %d outputs of %s: give one class name per '
+                              'output' % (len(labels), structure.num_classes,
+                                          structure.layers[-1].name))
+    if legacy_npy and (_layout(structure) != _layout(netspec.BVLC_ALEXNET)
+                       or not np.array_equal(mean, netspec.MEAN_BGR) or labels is not None):
+        raise ConversionError('--legacy-npy files hold arrays only, and this model differs '
+                              'from bvlc_alexnet (its structure, mean or labels): write an '
+                              '.npz, which records them')
+    try:
+        return weights_file.description(structure, mean, labels)
+    except ValueError as e:
+        raise ConversionError('the mean: %s' % e) from None

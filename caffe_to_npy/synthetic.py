@@ -5,7 +5,8 @@ model zoo's 244 MB download. The prototxt is written from a netspec.Structure (b
 deploy net, layer for layer, by default); the caffemodel is written in the V1 format of the model
 zoo's file (`layers`, enum types, 4-D legacy blob dims, fc weights 1x1xOUTxIN, plus the train
 net's data and loss layers) or in the new format (`layer`, string types, BlobShape). `width` < 1
-shrinks every hidden width for fast unit tests.
+shrinks every hidden width for fast unit tests. write_model writes any other network the same
+way, from its layers and arrays (networks outside the AlexNet family, for the converter's tests).
 
     python -m caffe_to_npy.synthetic OUT_DIR [--format v1|new] [--num-classes N] [--seed S]
         [--caffenet] [--style input_layer|input_dim|input_shape|v1]
@@ -142,11 +143,18 @@ def deploy_net(num_classes=1000, width=1.0, batch=10, base=netspec.BVLC_ALEXNET,
     layer (bvlc_alexnet/deploy.prototxt), `layer` blocks under a top-level `input`/`input_dim`
     or `input`/`input_shape` header (Places365's deploy files), or V1 `layers` blocks with enum
     types under an `input_dim` header (older zoo files)."""
+    net = structure(num_classes, width, base)
+    return net_message(layers(net), [batch, net.input_channels, net.input_size, net.input_size],
+                       style)
+
+
+def net_message(specs, dims, style='input_layer', name='AlexNet'):
+    """The deploy NetParameter of any network: an input blob `data` of `dims` (N, C, H, W) in
+    prototxt `style` (see deploy_net), then `specs`, each (name, type, bottom, top, params) as
+    layers() gives them."""
     if style not in PROTOTXT_STYLES:
         raise ValueError('style must be one of %s, got %r' % (', '.join(PROTOTXT_STYLES), style))
-    net = structure(num_classes, width, base)
-    dims = [batch, net.input_channels, net.input_size, net.input_size]
-    message = caffe_pb.NetParameter(name='AlexNet')
+    message = caffe_pb.NetParameter(name=name)
     if style == 'input_layer':
         data = message.layer.add(name='data', type='Input')
         data.top.append('data')
@@ -158,7 +166,7 @@ def deploy_net(num_classes=1000, width=1.0, batch=10, base=netspec.BVLC_ALEXNET,
         else:
             message.input_dim.extend(dims)
     v1 = style == 'v1'
-    for spec in layers(net):
+    for spec in specs:
         _fill_layer(message.layers.add() if v1 else message.layer.add(), *spec, v1=v1)
     return message
 
@@ -222,19 +230,26 @@ def _blob_header(array, v1):
 def write_caffemodel(path, weights, num_classes=1000, width=1.0, fmt='v1',
                      base=netspec.BVLC_ALEXNET):
     """Write `weights` ({layer: (W, b)} in Caffe layouts) as a .caffemodel, V1 or new format."""
+    return write_layers(path, layers(structure(num_classes, width, base)), weights, fmt)
+
+
+def write_layers(path, specs, weights, fmt='v1', name='AlexNet'):
+    """Write the layers `specs` (as layers() gives them) with `weights` ({layer: blobs in Caffe
+    layouts}) as a .caffemodel, V1 or new format. A V1 file is, like the model zoo's, a snapshot
+    of the train net: a Data layer first, and a SoftmaxWithLoss instead of a final Softmax."""
     if fmt not in ('v1', 'new'):
         raise ValueError("fmt must be 'v1' or 'new', got %r" % (fmt,))
     v1 = fmt == 'v1'
-    specs = layers(structure(num_classes, width, base))
-    if v1:  # the model zoo's file is a snapshot of the train net: data and loss, no prob
-        specs = ([('data', 'Data', None, 'data', {})] + specs[:-1] +
-                 [('loss', 'SoftmaxWithLoss', 'fc8', 'loss', {})])
+    if v1:
+        specs = [('data', 'Data', None, 'data', {})] + list(specs)
+        if specs[-1][1] == 'Softmax':
+            specs[-1] = ('loss', 'SoftmaxWithLoss', specs[-1][2], 'loss', {})
     layer_class = caffe_pb.V1LayerParameter if v1 else caffe_pb.LayerParameter
     layers_field = caffe_pb.NET_V1_LAYERS if v1 else caffe_pb.NET_LAYER
     blobs_field = caffe_pb.V1_BLOBS if v1 else caffe_pb.LAYER_BLOBS
     data_key = _key(caffe_pb.BLOB_DATA)
     with open(path, 'wb') as f:
-        f.write(caffe_pb.NetParameter(name='AlexNet').SerializeToString())
+        f.write(caffe_pb.NetParameter(name=name).SerializeToString())
         for spec in specs:
             layer = layer_class()
             _fill_layer(layer, *spec, v1=v1)
@@ -268,6 +283,20 @@ def write_alexnet(directory, num_classes=1000, seed=0, fmt='v1', width=1.0, name
                                   random_weights(num_classes, seed, width, base), num_classes,
                                   width, fmt, base)
     return prototxt, caffemodel
+
+
+def write_model(directory, name, specs, dims, weights, fmt='new', style=None):
+    """Write <name>.prototxt and <name>.caffemodel of any network: an input `data` of `dims`
+    (N, C, H, W), the layers `specs` (name, type, bottom, top, params), `weights` ({layer: blobs
+    in Caffe layouts}) in format `fmt`. The prototxt's style defaults to the format's: V1
+    `layers` under an input_dim header, or `layer` blocks after an Input layer. Returns the
+    paths."""
+    style = style or ('v1' if fmt == 'v1' else 'input_layer')
+    prototxt = os.path.join(directory, name + '.prototxt')
+    with open(prototxt, 'w') as f:
+        f.write(text_format.MessageToString(net_message(specs, dims, style, name)))
+    return prototxt, write_layers(os.path.join(directory, name + '.caffemodel'), specs, weights,
+                                  fmt, name)
 
 
 def main(argv=None):

@@ -18,7 +18,7 @@ import alexnet
 import netspec
 from caffe_to_npy import TOLERANCE, compare, convert_file, synthetic
 from caffe_to_npy.compare import relative_difference, verify
-from caffe_to_npy.__main__ import EXIT_MISMATCH, main as cli_main
+from caffe_to_npy.__main__ import EXIT_ERROR, main as cli_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUG_FLOOR = 1e-2   # a bug must move fc8 by at least this much (100x the tolerance)
@@ -157,7 +157,7 @@ def test_cli_verify_mismatch_fails_and_writes_nothing(models, images, tmp_path, 
     monkeypatch.setattr(alexnet, 'lrn_arguments', lrn_alpha_not_divided)   # a broken graph must
     # not get weights
     out = tmp_path / 'w.npz'
-    assert cli_main([prototxt, caffemodel, str(out), '--verify', images[0]]) == EXIT_MISMATCH
+    assert cli_main([prototxt, caffemodel, str(out), '--verify', images[0]]) == EXIT_ERROR
     captured = capsys.readouterr()
     assert 'MISMATCH' in captured.out and 'nothing written' in captured.err
     assert os.listdir(tmp_path) == []

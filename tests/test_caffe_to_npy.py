@@ -1,4 +1,5 @@
-"""caffe_to_npy without TensorFlow: formats, layouts, writing, bad input (tiny generated models).
+"""caffe_to_npy without TensorFlow: formats, layouts, writing, bad input (tiny generated models),
+networks outside the AlexNet family against OpenCV's reading of them.
 
 The graph-level proof (our AlexNet == OpenCV's Caffe forward) is in test_alexnet_vs_caffe.py.
 """
@@ -6,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 from google.protobuf import text_format
 
 import netspec
+import outside_family
+import weights_file
 from atomicfile import WriteError
 from caffe_to_npy import ConversionError, Net, caffe_pb, convert, convert_file, synthetic
 from caffe_to_npy.caffemodel import CaffeModel
@@ -430,7 +434,7 @@ def test_cli_bad_input_one_line_no_output(tiny, tmp_path, case):
     out_dir.mkdir()
     out = out_dir / 'w.npz'
     result = _run_cli(*inputs, out)
-    assert result.returncode != 0
+    assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert 'Traceback' not in result.stderr
@@ -451,6 +455,11 @@ def test_cli_converts_and_prints_a_summary(tiny, tmp_path):
 def test_cli_help():
     result = _run_cli('--help')
     assert result.returncode == 0 and '--legacy-npy' in result.stdout and '--verify' in result.stdout
+
+
+def test_cli_usage_error_is_argparses_2(tiny):
+    result = _run_cli(tiny['v1'][0])
+    assert result.returncode == 2 and 'usage:' in result.stderr
 
 
 def test_failed_write_or_check_leaves_nothing(tiny, tmp_path, monkeypatch):
@@ -483,3 +492,78 @@ def test_synthetic_full_size_shapes_match_bvlc_alexnet():
     assert shapes['conv1'][0] == (96, 3, 11, 11) and shapes['conv2'][0] == (256, 48, 5, 5)
     assert shapes['conv4'][0] == (384, 192, 3, 3) and shapes['fc6'][0] == (4096, 9216)
     assert sum(np.prod(w) + np.prod(b) for w, b in shapes.values()) == 60965224
+
+
+# --- networks outside the AlexNet family -----------------------------------------------------------
+NOT_FAMILY = 'is not a network of the AlexNet family'
+
+
+def _opencv_in_tf_layouts(reader, layer, shapes, fc_input):
+    """The blobs OpenCV's Caffe importer holds for `layer`, in TF layouts, written out from the
+    Caffe facts: conv (out, in/group, kh, kw) -> HWIO; inner product (out, in) -> (in, out), its
+    rows first reordered from Caffe's C,H,W flattening to TF's H,W,C after a spatial blob."""
+    weights = reader.getParam(layer, 0).reshape(shapes[0])
+    if weights.ndim == 4:
+        weights = weights.transpose(2, 3, 1, 0)
+    else:
+        if fc_input is not None:
+            weights = weights.reshape((-1,) + fc_input).transpose(0, 2, 3, 1).reshape(
+                weights.shape[0], -1)
+        weights = weights.T
+    arrays = {'weights': weights}
+    if len(shapes) == 2:
+        arrays['biases'] = reader.getParam(layer, 1).reshape(-1)
+    return arrays
+
+
+@pytest.mark.parametrize('fmt', ['v1', 'new'])
+@pytest.mark.parametrize('name', sorted(outside_family.OUTSIDE))
+def test_networks_outside_the_family_convert_as_opencv_reads_them(tmp_path, name, fmt):
+    prototxt, caffemodel = outside_family.write(tmp_path, name, fmt)
+    out = tmp_path / 'w.npz'
+    result = _run_cli(prototxt, caffemodel, out)
+    assert result.returncode == 0 and result.stderr == '', result.stderr
+    said = [line for line in result.stdout.splitlines() if 'AlexNet family' in line]
+    assert len(said) == 1 and said[0].startswith('parameters converted, but the network is not '
+                                                 'of the AlexNet family (')
+    assert said[0].endswith("fineturn.py and validate_alexnet_on_imagenet.py can't use %s" % out)
+    _, dims, shapes, fc_inputs = outside_family.OUTSIDE[name]
+    reader = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    reader.setInput(np.ones(dims[1:], np.float32)[None])
+    assert np.isfinite(reader.forward()).all()     # a consistent net: OpenCV runs it
+    with np.load(out, allow_pickle=False) as data:
+        assert sorted(data.files) == sorted(
+            ['%s/%s' % (layer, key) for layer, layer_shapes in shapes.items()
+             for key in ('weights', 'biases')[:len(layer_shapes)]] +
+            [weights_file.OUTSIDE_FAMILY_KEY])      # no structure, mean or labels
+        for layer in shapes:
+            expected = _opencv_in_tf_layouts(reader, layer, shapes[layer], fc_inputs.get(layer))
+            for key, array in expected.items():
+                stored = data['%s/%s' % (layer, key)]
+                assert stored.dtype == np.float32 and stored.shape == array.shape
+                np.testing.assert_array_equal(stored, array)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(prototxt), os.path.basename(caffemodel), 'w.npz'])   # no temporary
+    with pytest.raises(weights_file.WeightsError, match='outside the AlexNet family'):
+        weights_file.read(str(out))
+
+
+@pytest.mark.parametrize('flags, named', [
+    (['--verify', '{dir}/photo.jpg'], '--verify is'),
+    (['--labels', '{dir}/labels.txt', '--mean-values', '1', '2', '3'],
+     '--mean-values and --labels are'),
+    (['--legacy-npy'], '--legacy-npy'),
+])
+def test_what_only_the_family_has_is_refused_outside_it(tmp_path, flags, named):
+    """Refused before any work, in one line that says what differs, and nothing written."""
+    prototxt, caffemodel = outside_family.write(tmp_path, 'lenet', 'new')
+    (tmp_path / 'labels.txt').write_text('a\n' * 10)
+    out_dir = tmp_path / 'out'
+    out_dir.mkdir()
+    out = out_dir / ('w.npy' if '--legacy-npy' in flags else 'w.npz')
+    result = _run_cli(prototxt, caffemodel, out, *[flag.format(dir=tmp_path) for flag in flags])
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert lines[0].startswith('caffe_to_npy: error: ') and NOT_FAMILY in lines[0]
+    assert named in lines[0]
+    assert os.listdir(out_dir) == []

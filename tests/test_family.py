@@ -18,8 +18,10 @@ import alexnet
 import fineturn
 import graph
 import netspec
+import outside_family
 import records
 import rundir
+import validate_alexnet_on_imagenet as validate
 import weights_file
 from caffe_to_npy import ConversionError, Net, caffe_pb, convert_file, synthetic
 from caffe_to_npy.compare import caffe_forward, load_images, relative_difference, tf_forward, \
@@ -174,6 +176,51 @@ def test_a_renamed_last_layer_is_stored_as_fc8(tmp_path):
     expected = synthetic.random_weights(5, seed=2, width=1 / 16, base=base)['fc8_flickr']
     np.testing.assert_array_equal(loaded['fc8']['biases'], expected[1])
     assert loaded.structure.names == netspec.LAYER_NAMES
+
+
+# --- networks outside the family: converted, and refused by everything that builds a network -----
+
+@pytest.fixture(scope='module')
+def lenet_npz(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('lenet')
+    out = str(folder / 'lenet.npz')
+    summary = convert_file(*outside_family.write(folder, 'lenet', 'v1'), out)
+    assert summary.structure is None and 'inner-product' in summary.outside_family
+    return out
+
+
+def test_a_file_outside_the_family_is_refused_in_one_line(lenet_npz, alexnet_npz, tiny_records,
+                                                          tiny_test_images, tmp_path, capsys):
+    """Training, validate, --predict, --export and --evaluate: exit 1, one line that names the
+    file, what differs and the fix, no traceback; nothing written where an output was asked."""
+    image, run_dir, export_dir = tiny_test_images[0], tmp_path / 'run', tmp_path / 'export'
+    refused = '%s holds the parameters of a network outside the AlexNet family (' % lenet_npz
+    fix = 'use weights converted from bvlc_alexnet, CaffeNet or a Places AlexNet'
+    commands = {
+        'training': (fineturn.main, 'fineturn.py', ['--data-dir', tiny_records, '--weights',
+                                                    lenet_npz, '--run-dir', str(run_dir)]),
+        'validate': (validate.main, validate.PROG, [image, '--weights', lenet_npz]),
+        'predict': (fineturn.main, 'fineturn.py', ['--predict', image, '--checkpoint', lenet_npz,
+                                                   '--save-csv', str(tmp_path / 'p.csv')]),
+        'export': (fineturn.main, 'fineturn.py', ['--export', str(export_dir), '--checkpoint',
+                                                  lenet_npz]),
+        'evaluate': (fineturn.main, 'fineturn.py', ['--data-dir', tiny_records, '--evaluate',
+                                                    lenet_npz]),
+    }
+    for name, (main, prog, argv) in commands.items():
+        assert main(argv) == 1, name
+        err = capsys.readouterr().err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and 'Traceback' not in err, (name, err)
+        assert lines[0].startswith('%s: error: %s' % (prog, refused)), (name, lines[0])
+        assert '2 convolution and 2 inner-product layers' in lines[0] and fix in lines[0]
+    assert not os.path.exists(tmp_path / 'p.csv') and not os.path.exists(export_dir)
+    assert not os.path.exists(run_dir / 'model.json')
+    # a family file given as a checkpoint: what it is, and what to do with it
+    assert fineturn.main(['--predict', image, '--checkpoint', alexnet_npz]) == 1
+    assert capsys.readouterr().err.strip() == (
+        'fineturn.py: error: %s is a weights file, not a checkpoint: fine-tune it with python '
+        'fineturn.py --weights %s, then use that run dir' % (alexnet_npz, alexnet_npz))
 
 
 # --- the weights file's description --------------------------------------------------------------

@@ -286,7 +286,9 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
         'pickled npy allowed': ([images[0], '--weights', small_weights['npy'], '--allow-pickle'],
                                 ['10 classes', '1000']),
         'not 1000 classes': ([images[0], '--weights', small_weights['npz']],
-                             ['10 classes', 'imagenet_classes.txt']),
+                             ['10 classes in fc8 and no class names', 'imagenet_classes.txt',
+                              'pass --labels FILE', 'python -m caffe_to_npy deploy.prototxt '
+                              'model.caffemodel %s --labels FILE' % small_weights['npz']]),
         'all unreadable': ([broken, '--weights', weights_file], ['could be read', 'broken.jpg']),
         'no such input': ([tmp_path / 'typo.jpg', '--weights', weights_file], ['typo.jpg']),
         'empty folder': ([tmp_path / 'empty', '--weights', weights_file], ['no image files']),
@@ -296,6 +298,32 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
         'bad top-k': (['--top-k', 'five'], ['--top-k', 'five']),
     }[case]
     assert_clean_error(run_main(capsys, *args), *expected)
+
+
+def test_a_model_of_other_classes_is_named_by_labels(images, tmp_path, capsys):
+    """A 7-class model converted without class names (a Places365-like case): --labels names
+    its outputs, in fc8's order; without them the error names that fix, not another command."""
+    path = save_npz(tmp_path / 'seven.npz', random_weights(num_classes=7, seed=4))
+    labels = tmp_path / 'seven.txt'
+    names = ['scene %d' % i for i in range(7)]
+    labels.write_text('\n'.join(names) + '\n')
+    probs = tmp_path / 'probs.npz'
+    proc = run_main(capsys, images[0], images[1], '--weights', path, '--labels', labels,
+                    '--top-k', 7, '--save-probs', probs)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(probs) as data:
+        assert data['classes'].tolist() == names
+        rows = data['probs']
+    printed = parse_printed(proc.stdout, 7)
+    for image, row in zip(images[:2], rows):
+        order = np.argsort(-row, kind='stable')
+        assert [name for _, name in printed[image]] == [names[j] for j in order]
+    labels.write_text('\n'.join(names[:6]) + '\n')
+    assert_clean_error(run_main(capsys, images[0], '--weights', path, '--labels', labels),
+                       'seven.txt names 6 classes but', 'has 7 outputs')
+    missing = run_main(capsys, images[0], '--weights', path)
+    assert_clean_error(missing, '7 classes in fc8 and no class names', '--labels FILE')
+    assert 'fineturn.py' not in missing.stderr
 
 
 # --- end to end: Caffe model -> caffe_to_npy -> this script, against OpenCV's Caffe runtime --------
