@@ -12,16 +12,29 @@ if ROOT not in sys.path:
 import pytest  # noqa: E402
 
 
-@pytest.fixture(scope='session')
-def alexnet_npz(tmp_path_factory):
-    """bvlc_alexnet-shaped weights converted from a generated V1 Caffe model (random weights)."""
+def converted_alexnet(directory, mean=None):
+    """bvlc_alexnet-shaped weights converted from a generated V1 Caffe model (random weights),
+    with `mean` (default the ImageNet mean per channel) -> the .npz's path."""
     from caffe_to_npy import convert_file, synthetic
-    directory = tmp_path_factory.mktemp('caffe')
     prototxt, caffemodel = synthetic.write_alexnet(str(directory), seed=7, fmt='v1')
     out = str(directory / 'bvlc_alexnet.npz')
-    convert_file(prototxt, caffemodel, out)
+    convert_file(prototxt, caffemodel, out, mean=mean)
     os.remove(caffemodel)
     return out
+
+
+@pytest.fixture(scope='session')
+def alexnet_npz(tmp_path_factory):
+    """bvlc_alexnet-shaped weights with the ImageNet mean per channel (converted_alexnet)."""
+    return converted_alexnet(tmp_path_factory.mktemp('caffe'))
+
+
+@pytest.fixture(scope='session')
+def mean_image_npz(tmp_path_factory):
+    """alexnet_npz's weights with a 256x256 mean image instead, as CaffeNet's and the Places
+    AlexNets' files have."""
+    from caffe_to_npy import synthetic
+    return converted_alexnet(tmp_path_factory.mktemp('mean_image'), synthetic.mean_image(seed=9))
 
 
 @pytest.fixture(scope='session')

@@ -135,7 +135,10 @@ def test_both_signatures_agree_with_predict(client, predicted, files):
 
 
 def test_saved_model_cli_lists_the_signatures(exported):
-    process = subprocess.run(['saved_model_cli', 'show', '--dir', exported[0], '--all'],
+    # TensorFlow installs the tool next to the Python it belongs to: found there rather than on
+    # PATH, it is the one of the Python running the tests, activated or not
+    tool = os.path.join(os.path.dirname(sys.executable), 'saved_model_cli')
+    process = subprocess.run([tool, 'show', '--dir', exported[0], '--all'],
                              capture_output=True, text=True, timeout=300)
     assert process.returncode == 0, process.stderr
     text = ' '.join(process.stdout.split())

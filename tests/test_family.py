@@ -510,3 +510,22 @@ def test_flips_come_after_the_mean_image(tiny_records):
         assert any(np.array_equal(image.numpy(), f) for f in flips)
         seen += 1
     assert seen == count
+
+
+def test_each_cached_flip_variant_comes_after_the_mean_image(tiny_records):
+    """The feature cache's flip variants (variants_dataset) of each image are the flips of the
+    full graph's image (make_dataset), with a mean image: flip(crop - mean), never
+    crop - flip(mean)."""
+    mean = synthetic.mean_image(seed=9)
+    plain = list(records.make_dataset(tiny_records, 'validation', mean))
+    variants = list(records.variants_dataset(tiny_records, 'validation', records.FLIP_VARIANTS,
+                                             mean))
+    assert len(variants) == records.FLIP_VARIANTS * len(plain) == 40
+    for n, (image, label, path) in enumerate(variants):
+        base, base_label, base_path = (t.numpy() for t in plain[n // records.FLIP_VARIANTS])
+        variant = n % records.FLIP_VARIANTS
+        # bit 0 left/right (the width axis), bit 1 up/down (the height axis)
+        flipped = base[::-1 if variant & 2 else 1, ::-1 if variant & 1 else 1]
+        assert (path.numpy(), label.numpy()) == (base_path, base_label)
+        np.testing.assert_array_equal(image.numpy(), flipped,
+                                      err_msg='variant %d of %s' % (variant, base_path))

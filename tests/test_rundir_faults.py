@@ -1,9 +1,11 @@
 """The fault handling of the output folders and files, without TensorFlow: the messages of
 refused writes, the folder lock, the leftovers of killed writers, whole-folder writes, resuming
-past damaged checkpoints, the disk-space warning and the checked feature cache. rundir,
-feature_cache, outputdir and atomicfile load no TensorFlow, and neither does this file.
+past damaged checkpoints, the best epoch's choice, the disk-space warning and the checked
+feature cache. rundir, feature_cache, outputdir and atomicfile load no TensorFlow, and neither
+does this file.
 """
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +131,36 @@ def test_resume_takes_the_newest_checkpoint_that_restores(tmp_path):
                          warned.append) == []
     assert 'starting again from the pretrained weights' in warned[-1]
     assert rundir.completed_epochs(run_dir) == []
+
+
+@pytest.mark.parametrize('val_accuracy_loss, best', [
+    # the highest accuracy wins over lower losses, and a worse last epoch is not chosen
+    ([('0.400000', '1.900000'), ('0.850000', '0.600000'), ('0.700000', '0.450000'),
+      ('0.800000', '0.500000')], 2),
+    # a tie on accuracy: the lower loss (as numbers: '10.25' sorts before '9.5' as text)
+    ([('0.500000', '1.400000'), ('0.900000', '10.250000'), ('0.900000', '9.500000'),
+      ('0.600000', '0.300000')], 3),
+    # a tie on accuracy and loss: the earlier epoch
+    ([('0.700000', '0.800000'), ('0.950000', '0.200000'), ('0.950000', '0.200000')], 2),
+], ids=['highest_accuracy', 'tie_lower_loss', 'tie_earlier_epoch'])
+def test_best_epoch_has_the_highest_validation_accuracy(tmp_path, val_accuracy_loss, best):
+    """Hand-written metrics.csv rows, read back as training reads them: best_epoch and best.json
+    name the documented choice (highest val_accuracy; ties: lower val_loss, then the earlier
+    epoch)."""
+    run_dir = str(tmp_path)
+    with open(os.path.join(run_dir, rundir.METRICS_FILE), 'w') as f:
+        f.write(','.join(rundir.METRICS_HEADER) + '\n')
+        for epoch, (accuracy, loss) in enumerate(val_accuracy_loss, start=1):
+            f.write('%d,1.000000,0.500000,%s,%s,0.0001,1.00,model.ckpt-%d\n'
+                    % (epoch, loss, accuracy, epoch))
+    rows = rundir.completed_epochs(run_dir)
+    assert len(rows) == len(val_accuracy_loss)
+    assert rundir.best_epoch(rows)['epoch'] == str(best)
+    rundir.write_best(run_dir, rows)
+    with open(os.path.join(run_dir, rundir.BEST_FILE)) as f:
+        accuracy, loss = val_accuracy_loss[best - 1]
+        assert json.load(f) == {'epoch': best, 'val_accuracy': float(accuracy),
+                                'val_loss': float(loss), 'checkpoint': 'model.ckpt-%d' % best}
 
 
 def test_space_warning_counts_what_is_kept(tmp_path, monkeypatch):
