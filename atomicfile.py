@@ -50,7 +50,7 @@ def temporary_path(path):
     return temporary
 
 
-def _give_usual_permissions(path, mode):
+def give_usual_permissions(path, mode):
     umask = os.umask(0)        # mkstemp and mkdtemp make private files: give the usual ones
     os.umask(umask)
     os.chmod(path, mode & ~umask)
@@ -66,7 +66,7 @@ def atomic_path(path, check=None):
         yield temporary
         if check is not None:
             check(temporary)
-        _give_usual_permissions(temporary, 0o666)
+        give_usual_permissions(temporary, 0o666)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -92,7 +92,7 @@ def atomic_dir(path, replace=False):
     old = None
     try:
         yield temporary
-        _give_usual_permissions(temporary, 0o777)
+        give_usual_permissions(temporary, 0o777)
         if os.path.lexists(path):
             if not replace:
                 raise FileExistsError(errno.EEXIST, 'already exists', path)
