@@ -68,8 +68,7 @@ import zlib
 
 import numpy as np
 
-from atomicfile import (atomic_write, give_usual_permissions, remove_orphans, temporary_path,
-                        temporary_writer, writing)
+from atomicfile import atomic_path, atomic_write, remove_orphans, temporary_writer, writing
 from errors import UserError
 
 try:
@@ -309,22 +308,20 @@ class FeatureStore:
         payload = np.ascontiguousarray(features, DTYPE)
         head = header(MAGIC, {'key': self.key.hex, 'image': digest, 'shape': list(self.key.shape),
                               'dtype': DTYPE.str, 'crc32': zlib.crc32(payload)}, HEADER_SIZE)
-        with writing(path, 'a feature store entry', needed=self.key.entry_bytes):
-            temporary = temporary_path(os.path.join(self._temporaries(), digest + SUFFIX))
-            try:
-                with open(temporary, 'wb') as f:
-                    _write_entry(f, head, payload)
-                give_usual_permissions(temporary, 0o666)
-                with self._locked(os.path.dirname(path)):
-                    problem = self._check(path)
-                    if problem is None:
-                        self.counts['discarded'] += 1
-                    else:
-                        os.replace(temporary, path)
-                        self.counts['written'] += 1
-            finally:
-                if os.path.exists(temporary):
-                    os.remove(temporary)
+        with writing(path, 'a feature store entry', needed=self.key.entry_bytes), \
+                atomic_path(path, directory=self._temporaries(), place=self._place) as temporary:
+            with open(temporary, 'wb') as f:
+                _write_entry(f, head, payload)
+
+    def _place(self, temporary, path):
+        """Rename the written entry `temporary` to `path`, unless an intact entry is there
+        already (then atomic_path deletes it)."""
+        with self._locked(os.path.dirname(path)):
+            if self._check(path) is None:
+                self.counts['discarded'] += 1
+            else:
+                os.replace(temporary, path)
+                self.counts['written'] += 1
 
     def _temporaries(self):
         """This host's folder of temporary entries, cleared of what dead writers left (once per
@@ -337,7 +334,7 @@ class FeatureStore:
             if not os.path.exists(os.path.join(self.folder, KEY_FILE)):
                 atomic_write(os.path.join(self.folder, KEY_FILE),
                              lambda f: json.dump(self.key.description, f, indent=1),
-                             what='the feature store key')
+                             what='the feature store key', directory=folder)
             remove_orphans(folder, log=self.log)
             self._remove_old(parent, folder)
             self._temp_dir = folder

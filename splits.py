@@ -105,9 +105,10 @@ class Split:
         return {part: sum(1 for row in self.rows if row[2] == part) for part in SPLITS}
 
     def positions(self, pool_paths):
-        """{part: [positions in `pool_paths` of the part's images, in split.csv's order]}."""
+        """{part: [positions in `pool_paths` of the part's images, ascending]}: the order in
+        which a pass over the records meets them, and the order of the part's images in a run."""
         where = {path: i for i, path in enumerate(pool_paths)}
-        return {part: [where[path] for path, _, name in self.rows if name == part]
+        return {part: sorted(where[path] for path, _, name in self.rows if name == part)
                 for part in SPLITS}
 
 
