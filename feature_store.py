@@ -42,13 +42,16 @@ a duplicate one, and none waits longer than one entry's write:
   the shard's claim (a non-blocking flock on .claim) and passes over shards others hold. When
   every shard left is held by others it computes some of them too (`stolen`) instead of waiting:
   the lock above keeps one copy. Claims die with their holder, so a killed job's shards are free
-  at once;
+  at once (on NFS, when its lease expires);
 - a killed writer leaves at most a temporary file in its host's .tmp folder; the next store on
   that host removes those whose process is gone (atomicfile.remove_orphans), and any store removes
   other hosts' temporary files a day old.
 flock works across machines on NFS (Linux maps it to NFS byte-range locks) and on Lustre mounted
 with -o flock. On a system without fcntl (Windows) nothing is locked: entries are still whole
 (rename), but two processes may both write one.
+
+Nothing deletes a key's entries but damage: the store grows with every new key, and deleting
+STORE/<key>/ (its key.json says what it holds) frees that key's space.
 
 **Reading** fills one array (in memory, or a memory-mapped scratch file above a size: pool_array)
 with the features of a list of images in one pass. A protocol reads its pool once and indexes it
