@@ -41,9 +41,10 @@ def _temporary_prefix(path):
     return '.%s%s%d-' % (os.path.splitext(os.path.basename(path))[0], TEMP_TAG, os.getpid())
 
 
-def temporary_path(path):
-    """A new, empty temporary file next to `path`, for a writer that renames it itself."""
-    directory = os.path.dirname(os.path.abspath(path))
+def temporary_path(path, directory=None):
+    """A new, empty temporary file next to `path` (or in `directory`), for a writer that renames
+    it itself."""
+    directory = directory or os.path.dirname(os.path.abspath(path))
     handle, temporary = tempfile.mkstemp(dir=directory, prefix=_temporary_prefix(path),
                                          suffix=os.path.splitext(path)[1])
     os.close(handle)
@@ -57,26 +58,28 @@ def _give_usual_permissions(path, mode):
 
 
 @contextlib.contextmanager
-def atomic_path(path, check=None):
-    """Yield a temporary path next to `path`; when the block ends without error, run
-    `check(temporary)` if given, then rename the temporary file over `path`. On any error (or
-    KeyboardInterrupt) the temporary file is removed and `path` is left as it was."""
-    temporary = temporary_path(path)
+def atomic_path(path, check=None, directory=None, place=None):
+    """Yield a temporary path next to `path` (or in `directory`, on the same file system); when
+    the block ends without error, run `check(temporary)` if given, then rename the temporary
+    file over `path` (or call `place(temporary, path)`, which may rename it or leave it). On any
+    error (or KeyboardInterrupt) the temporary file is removed and `path` is left as it was."""
+    temporary = temporary_path(path, directory)
     try:
         yield temporary
         if check is not None:
             check(temporary)
         _give_usual_permissions(temporary, 0o666)
-        os.replace(temporary, path)
+        (place or os.replace)(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
 
 
-def atomic_write(path, write, mode='w', what='file', needed=None):
-    """Open a temporary file next to `path` in `mode`, call write(file), then rename it. A write
-    the machine refuses is a WriteError about `what` (e.g. 'metrics') needing `needed` bytes."""
-    with writing(path, what, needed), atomic_path(path) as temporary:
+def atomic_write(path, write, mode='w', what='file', needed=None, directory=None):
+    """Open a temporary file next to `path` (or in `directory`) in `mode`, call write(file), then
+    rename it. A write the machine refuses is a WriteError about `what` (e.g. 'metrics') needing
+    `needed` bytes."""
+    with writing(path, what, needed), atomic_path(path, directory=directory) as temporary:
         with open(temporary, mode, **({} if 'b' in mode else {'newline': ''})) as f:
             write(f)
 

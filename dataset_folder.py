@@ -8,9 +8,10 @@ folders) are ignored and counted.
 Split: per class, the sorted list of readable images is shuffled with a generator seeded by
 (seed, class name), so a class's split depends only on its own files. Counts per split: each split
 gets floor(n * ratio), the images left over go to the largest fractional parts (ties: train, then
-validation), and every split gets at least one image, taken from the split with the most images
-over its share. 100 images at 0.8/0.1/0.1 give exactly 80/10/10; 3 give 1/1/1; 15 give 12/2/1.
-A class with fewer usable images than splits is an error naming it.
+validation), and every split of a non-zero ratio gets at least one image, taken from the split
+with the most images over its share (a ratio of 0, which only fineturn.py --split-ratios allows,
+gets none). 100 images at 0.8/0.1/0.1 give exactly 80/10/10; 3 give 1/1/1; 15 give 12/2/1. A
+class with fewer usable images than non-zero ratios is an error naming it.
 
 The converted folder (records.py reads it): the records of each split, labels.txt, split.csv.
 
@@ -140,7 +141,7 @@ def split_counts(n, ratios):
         i = max(range(len(counts)), key=lambda j: (ideal[j] - counts[j], -j))
         counts[i] += 1
     for i in range(len(counts)):
-        while counts[i] == 0:
+        while counts[i] == 0 and ratios[i] > 0:
             donor = max((j for j in range(len(counts)) if counts[j] > 1),
                         key=lambda j: (counts[j] - ideal[j], counts[j]))
             counts[donor] -= 1
@@ -148,14 +149,19 @@ def split_counts(n, ratios):
     return counts
 
 
+def minimum_per_class(ratios):
+    """The fewest images a class can be split into `ratios` with: one per non-zero ratio."""
+    return sum(1 for ratio in ratios if ratio > 0)
+
+
 def assign_splits(classes, usable, ratios, seed):
     """{class: [usable relative paths]} -> [(path, label, split)] ordered by split, label, path."""
     rows = []
     for label, name in enumerate(classes):
         paths = sorted(usable[name])
-        if len(paths) < len(SPLITS):
+        if len(paths) < minimum_per_class(ratios):
             raise ConvertError('class %s has %d usable image(s): every class needs at least %d, '
-                               'one per split' % (name, len(paths), len(SPLITS)))
+                               'one per split' % (name, len(paths), minimum_per_class(ratios)))
         random.Random('%s/%s' % (seed, name)).shuffle(paths)
         start = 0
         for split, count in zip(SPLITS, split_counts(len(paths), ratios)):

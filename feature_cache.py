@@ -18,7 +18,9 @@ A cache file is derived data, checked before every use. Its layout:
 `crc32` (zlib's) covers everything after the header; it is computed while the file is written,
 under a temporary name renamed when complete. load() checks the magic, the header's checksum, the
 split, key and shape, the file size and the data's checksum: a file that fails any of them is
-deleted (it is derived, and its rebuild needs the space) and reported as DamagedCacheError.
+deleted (it is derived, and its rebuild needs the space) and reported as DamagedCacheError. The
+header, its reader and the checksum are feature_store.py's: this per-run cache is to become a
+view of that shared store.
 """
 import hashlib
 import json
@@ -29,24 +31,16 @@ import numpy as np
 
 from atomicfile import atomic_path, writing
 from errors import UserError
+from feature_store import DTYPE, checksum, file_digest, header, header_problem, read_header
 
-CHUNK = 1 << 20
 MAGIC = b'fineturn feature cache v1\n'
 HEADER_SIZE = 4096                  # the features start on a page: a memory map needs no copy
 SUFFIX = '.cache'
-DTYPE, LABEL_DTYPE = np.dtype('<f4'), np.dtype('<i8')
+LABEL_DTYPE = np.dtype('<i8')
 
 
 class DamagedCacheError(UserError):
     """A cache file that fails its checks; it has been deleted and must be computed again."""
-
-
-def file_digest(path, digest=None):
-    digest = digest or hashlib.blake2b(digest_size=16)
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(CHUNK), b''):
-            digest.update(block)
-    return digest
 
 
 def cache_key(files, **facts):
@@ -69,39 +63,8 @@ def file_size(shape, paths_bytes=0):
 
 
 def _header(split, key, shape, paths_bytes, crc):
-    text = json.dumps({'split': split, 'key': key, 'shape': list(shape), 'dtype': DTYPE.str,
-                       'paths_bytes': paths_bytes, 'crc32': crc}, sort_keys=True).encode()
-    header = MAGIC + text + b'\n' + b'%08x\n' % zlib.crc32(text)
-    if len(header) > HEADER_SIZE:
-        raise ValueError('feature cache header of %d bytes' % len(header))
-    return header.ljust(HEADER_SIZE, b' ')
-
-
-def _read_header(f):
-    """The header's dict, or the reason it is unusable."""
-    block = f.read(HEADER_SIZE)
-    if not block.startswith(MAGIC):
-        return 'not a feature cache file' if len(block) >= len(MAGIC) else 'truncated header'
-    lines = block[len(MAGIC):].split(b'\n')
-    if len(lines) < 3 or b'%08x' % zlib.crc32(lines[0]) != lines[1]:
-        return 'header checksum mismatch'
-    return json.loads(lines[0])
-
-
-def _checksum(f, size, crc, into=None):
-    """Continue `crc` over the next `size` bytes of `f`, read into the bytes of array `into` if
-    given; EOFError if the file ends first."""
-    target = memoryview(into).cast('B') if into is not None else None
-    buffer = memoryview(bytearray(min(CHUNK, size))) if into is None else None
-    done = 0
-    while done < size:
-        part = min(CHUNK, size - done)
-        view = target[done:done + part] if target is not None else buffer[:part]
-        if f.readinto(view) != part:
-            raise EOFError
-        crc = zlib.crc32(view, crc)
-        done += part
-    return crc
+    return header(MAGIC, {'split': split, 'key': key, 'shape': list(shape), 'dtype': DTYPE.str,
+                          'paths_bytes': paths_bytes, 'crc32': crc}, HEADER_SIZE)
 
 
 def load(cache_dir, split, key, shape, ram_gb):
@@ -121,30 +84,24 @@ def _read(file, split, key, shape, ram_gb):
     """(None, (features, labels, paths)) or (the reason the file is damaged, None)."""
     size = os.path.getsize(file)
     with open(file, 'rb') as f:
-        header = _read_header(f)
-        if isinstance(header, str):
-            return header, None
-        if (header.get('split'), header.get('key')) != (split, key):
-            return 'written for split %s, key %s' % (header.get('split'), header.get('key')), None
-        if tuple(header.get('shape', ())) != shape or header.get('dtype') != DTYPE.str:
-            return ('holds %s %s, expected %s %s' % (header.get('dtype'), header.get('shape'),
-                                                     DTYPE.str, list(shape)), None)
-        expected = file_size(shape, header['paths_bytes'])
-        if size != expected:
-            return ('%s: %d bytes, expected %d' % ('truncated' if size < expected else 'too long',
-                                                   size, expected), None)
+        fields = read_header(f, MAGIC, HEADER_SIZE, 'feature cache file')
+        paths_bytes = fields.get('paths_bytes', 0) if isinstance(fields, dict) else 0
+        problem = header_problem(fields, {'split': split, 'key': key}, shape, size,
+                                 file_size(shape, paths_bytes))
+        if problem is not None:
+            return problem, None
         # a cache too big for RAM is checked as it streams by, then memory-mapped
         features = np.empty(shape, DTYPE) if size <= ram_gb * (1 << 30) else None
         labels = np.empty(shape[0], LABEL_DTYPE)
         try:
-            crc = _checksum(f, int(np.prod(shape)) * DTYPE.itemsize, 0, features)
-            crc = _checksum(f, labels.nbytes, crc, labels)
-            paths_text = f.read(header['paths_bytes'])
+            crc = checksum(f, int(np.prod(shape)) * DTYPE.itemsize, 0, features)
+            crc = checksum(f, labels.nbytes, crc, labels)
+            paths_text = f.read(fields['paths_bytes'])
         except EOFError:
             return 'truncated while reading', None
         crc = zlib.crc32(paths_text, crc)
-        if crc != header['crc32']:
-            return 'checksum mismatch: %08x, expected %08x' % (crc, header['crc32']), None
+        if crc != fields['crc32']:
+            return 'checksum mismatch: %08x, expected %08x' % (crc, fields['crc32']), None
     try:
         paths = np.array(json.loads(paths_text.decode('utf-8')), dtype=str)
     except ValueError as error:

@@ -11,8 +11,14 @@ import numpy as np
 from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
 
 from atomicfile import atomic_write
+from errors import UserError
 
 PREDICTIONS_HEADER = ('path', 'label', 'predicted', 'confidence')
+REPORT_FILE = 'test_report.json'
+
+
+class ReportError(UserError):
+    """A test report that cannot be read; the message names the fix."""
 
 
 def confusion_matrix(labels, predicted, num_classes):
@@ -32,6 +38,17 @@ def per_class(matrix):
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(correct), where=total > 0)
     return precision, recall, f1, support.astype(np.int64)
+
+
+def cohen_kappa(matrix):
+    """Cohen's kappa of a confusion matrix: (p_o - p_e) / (1 - p_e), with p_o the accuracy and
+    p_e the agreement expected by chance, sum_i rows_i * columns_i / total^2. NaN when p_e is 1
+    (a single class, where kappa is undefined)."""
+    matrix = np.asarray(matrix, np.float64)
+    total = matrix.sum()
+    observed = np.trace(matrix) / total
+    chance = float(matrix.sum(1) @ matrix.sum(0)) / total ** 2
+    return float((observed - chance) / (1 - chance)) if chance < 1 else float('nan')
 
 
 def build_report(classes, labels, predicted, checkpoint, crops=1):
@@ -86,11 +103,29 @@ def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, cro
             writer.writerow((row[0], int(row[1]), int(row[2]), '%.6f' % row[3]))
 
     atomic_write(os.path.join(out_dir, 'predictions.csv'), predictions, what='the predictions')
-    atomic_write(os.path.join(out_dir, 'test_report.json'),
+    atomic_write(os.path.join(out_dir, REPORT_FILE),
                  lambda f: json.dump(report, f, indent=1), what='the test report')
     atomic_write(os.path.join(out_dir, 'test_report.md'), lambda f: f.write(markdown_table(report)),
                  what='the test report')
     plot_confusion(os.path.join(out_dir, 'confusion_matrix.png'), report)
+    return report
+
+
+def read_report(out_dir):
+    """The test report that write_report wrote in `out_dir`, or None if there is none; a
+    ReportError if it is damaged."""
+    path = os.path.join(out_dir, REPORT_FILE)
+    try:
+        with open(path, encoding='utf-8') as f:
+            report = json.load(f)
+        matrix = np.asarray(report['confusion_matrix'], np.int64)
+        if matrix.shape != (len(report['classes']),) * 2 or not 0 <= report['accuracy'] <= 1:
+            raise ValueError('its confusion matrix does not fit its classes')
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ReportError('%s is damaged (%s): rerun the command that made it, which tests the '
+                          'same checkpoint again' % (path, error)) from None
     return report
 
 
@@ -100,7 +135,16 @@ def _save_figure(figure, path):
 
 
 def plot_confusion(path, report):
-    classes, matrix = report['classes'], np.asarray(report['confusion_matrix'])
+    plot_matrix(path, report['classes'], report['confusion_matrix'],
+                'test accuracy %.3f (%d / %d)' % (report['accuracy'], report['correct'],
+                                                  report['total']),
+                lambda value: str(value) if value else '')
+
+
+def plot_matrix(path, classes, matrix, title, cell_text):
+    """A confusion matrix as a figure (rows true, columns predicted), each cell labelled
+    cell_text(value) ('' for none)."""
+    matrix = np.asarray(matrix)
     size = max(5.0, 0.42 * len(classes) + 2.5)
     figure = Figure(figsize=(size + 1.5, size))
     axes = figure.subplots()
@@ -111,12 +155,12 @@ def plot_confusion(path, report):
     axes.set_yticklabels(classes, fontsize=8)
     axes.set_xlabel('predicted')
     axes.set_ylabel('true')
-    axes.set_title('test accuracy %.3f (%d / %d)'
-                   % (report['accuracy'], report['correct'], report['total']))
+    axes.set_title(title)
     top = matrix.max() if matrix.size else 0
     for (i, j), value in np.ndenumerate(matrix):
-        if value:
-            axes.text(j, i, str(value), ha='center', va='center', fontsize=7,
+        text = cell_text(value)
+        if text:
+            axes.text(j, i, text, ha='center', va='center', fontsize=7,
                       color='white' if value > top / 2 else 'black')
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     figure.tight_layout()
