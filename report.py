@@ -1,7 +1,8 @@
 """The test report of a fine-tuning run: confusion matrix, per-class figures, tables and plots.
 
 Everything here is computed from (labels, predictions) alone, so the report can always be checked
-against `predictions.csv`.
+against `predictions.csv`. A report goes in the run dir (the best epoch's, after training) or in
+the folder of an --evaluate (evaluation_dir); read_report reads one back.
 """
 import csv
 import json
@@ -13,6 +14,14 @@ from matplotlib.figure import Figure   # no pyplot: no global backend, renders w
 from atomicfile import atomic_write
 
 PREDICTIONS_HEADER = ('path', 'label', 'predicted', 'confidence')
+REPORT_FILE = 'test_report.json'
+
+
+def evaluation_dir(checkpoint, views):
+    """Where --evaluate writes the report of `checkpoint` (a prefix) averaged over `views` crops:
+    evaluate-<checkpoint>/ (the centre crop) or evaluate-<checkpoint>-10crop/, next to it."""
+    return os.path.join(os.path.dirname(checkpoint), 'evaluate-' + os.path.basename(checkpoint)
+                        + ('-%dcrop' % views if views > 1 else ''))
 
 
 def confusion_matrix(labels, predicted, num_classes):
@@ -34,7 +43,7 @@ def per_class(matrix):
     return precision, recall, f1, support.astype(np.int64)
 
 
-def build_report(classes, labels, predicted, checkpoint, crops=1):
+def build_report(classes, labels, predicted, checkpoint, views=1):
     matrix = confusion_matrix(labels, predicted, len(classes))
     precision, recall, f1, support = per_class(matrix)
     return {
@@ -48,7 +57,7 @@ def build_report(classes, labels, predicted, checkpoint, crops=1):
         'f1': f1.round(6).tolist(),
         'support': support.tolist(),
         'checkpoint': checkpoint,
-        'crops': crops,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
+        'crops': views,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
     }
 
 
@@ -71,13 +80,14 @@ def markdown_table(report):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, crops=1):
-    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png; `crops`
-    is the number of views whose probabilities were averaged per image."""
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, views=1):
+    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png of the
+    predictions of `checkpoint` (a prefix; recorded relative to out_dir); `views` is the number of
+    crops whose probabilities were averaged per image."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
-    report = build_report(classes, labels, predicted, checkpoint, crops)
+    report = build_report(classes, labels, predicted, os.path.relpath(checkpoint, out_dir), views)
 
     def predictions(f):
         writer = csv.writer(f, lineterminator='\n')
@@ -86,11 +96,24 @@ def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, cro
             writer.writerow((row[0], int(row[1]), int(row[2]), '%.6f' % row[3]))
 
     atomic_write(os.path.join(out_dir, 'predictions.csv'), predictions, what='the predictions')
-    atomic_write(os.path.join(out_dir, 'test_report.json'),
+    atomic_write(os.path.join(out_dir, REPORT_FILE),
                  lambda f: json.dump(report, f, indent=1), what='the test report')
     atomic_write(os.path.join(out_dir, 'test_report.md'), lambda f: f.write(markdown_table(report)),
                  what='the test report')
     plot_confusion(os.path.join(out_dir, 'confusion_matrix.png'), report)
+    return report
+
+
+def read_report(out_dir):
+    """The test report in `out_dir` as build_report made it, with 'checkpoint' the normalised path
+    of the checkpoint it tested; None if there is none or it is damaged."""
+    try:
+        with open(os.path.join(out_dir, REPORT_FILE), encoding='utf-8') as f:
+            report = json.load(f)
+        report['checkpoint'] = os.path.normpath(os.path.join(out_dir, report['checkpoint']))
+        report.setdefault('crops', 1)                # reports from before ten-crop testing
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
     return report
 
 

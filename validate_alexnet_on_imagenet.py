@@ -7,11 +7,12 @@ Prints each image's top-k ImageNet classes with their probabilities. Directories
 the image files below them (sorted); with no images given, matplotlib's sample photo
 grace_hopper.jpg is classified. This file is the command line; classifying, its inputs and its
 outputs live in classify.py, shared with `fineturn.py --predict` (and usable from Python, see
-there). Images go through alexnet.load_image, the one preprocessing shared with
-`caffe_to_npy --verify`.
+there). Images go through alexnet.load_image, the one reader and preprocessing shared with
+`fineturn.py --predict`, the records and `caffe_to_npy --verify`.
 
 Class names: those stored in the weights file (python -m caffe_to_npy ... --labels FILE), else
-data/imagenet_classes.txt, one line per class in Caffe's order (the sorted WNIDs of
+data/imagenet_classes.txt (read by class_names.read, as every class-name file), one line per
+class in Caffe's order (the sorted WNIDs of
 ILSVRC-2012, i.e. the order of Caffe's synset_words.txt). Each line is the comma-separated WordNet
 lemma list, i.e. synset_words.txt without the WNID ("tench, Tinca tinca"); the figure shows the
 first lemma. Two classes share the name "crane" (the bird, line 135, and the machine, line 518),
@@ -20,11 +21,9 @@ timm/data/_info/imagenet_synsets.txt gives the 1000 WNIDs in order and
 timm/data/_info/imagenet_synset_to_lemma.txt maps each WNID to its lemma list.
 """
 import argparse
-import os
 import sys
 
-import matplotlib.cbook
-
+import class_names
 import environment
 import setting
 from errors import UserError
@@ -34,23 +33,6 @@ PROG = 'validate_alexnet_on_imagenet.py'
 
 class ValidateError(UserError):
     """A user mistake (wrong weights, unreadable class names); the message says what to do."""
-
-
-def read_class_names(path=setting.IMAGENET_CLASSES):
-    """The class names, one per line, in the weights' fc8 order."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            names = f.read().splitlines()
-    except OSError as error:
-        raise ValidateError('cannot read the class names %s (%s)' % (path, error.strerror)) from None
-    if not names or not all(name.strip() for name in names):
-        raise ValidateError('%s: expected one non-empty class name per line' % path)
-    return names
-
-
-def sample_image():
-    """Path of matplotlib's sample photo grace_hopper.jpg (a real photo that ships with a dependency)."""
-    return os.fspath(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -102,11 +84,11 @@ def main(argv=None):
         if args.inputs:
             paths = classify.input_paths(args.inputs)
         else:
-            paths = [sample_image()]
+            paths = [classify.sample_photo()]
             print("no images given: classifying matplotlib's sample photo %s" % paths[0])
         weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
         classes = weights.structure.num_classes
-        names = weights.labels or read_class_names()   # the file's own, else ImageNet's
+        names = weights.labels or class_names.read(setting.IMAGENET_CLASSES)   # else ImageNet's
         if classes != len(names):
             raise ValidateError(
                 '%s has %d classes in fc8, but %s names %d ImageNet classes: this script checks '

@@ -28,7 +28,9 @@ environment.load_tensorflow()   # the import boundary (the inputs are made in th
 import numpy as np  # noqa: E402
 
 import record_writer  # noqa: E402
+import setting  # noqa: E402
 import synthetic_dataset  # noqa: E402
+import weights_file  # noqa: E402
 from caffe_to_npy import convert_file, synthetic  # noqa: E402
 
 EPOCH_LINE = re.compile(r'epoch 1/1 .*\| ([\d.]+) img/s \| ([\d.]+) s')
@@ -38,10 +40,11 @@ def make_inputs(work, per_class):
     folder = synthetic_dataset.make_dataset_folder(os.path.join(work, 'images'), num_classes=21,
                                                    per_class=per_class, quirks=False)
     data_dir = os.path.join(work, 'records')
-    record_writer.convert(folder.root, data_dir, progress=False)
+    record_writer.convert(folder.root, data_dir, setting.SPLIT_RATIOS, setting.SPLIT_SEED,
+                          setting.CONVERT_WORKERS, progress=False)
     prototxt, caffemodel = synthetic.write_alexnet(work, seed=0, fmt='v1')
     converted = os.path.join(work, 'converted.npz')
-    convert_file(prototxt, caffemodel, converted)
+    convert_file(prototxt, caffemodel, converted, mean=weights_file.IMAGENET_MEAN_BGR)
     os.remove(caffemodel)
     # arrays only, without the model's description (meta/...), which revisions from before it
     # existed refuse; every revision reads such a file as bvlc_alexnet
@@ -54,6 +57,7 @@ def make_inputs(work, per_class):
 
 def one_epoch(code, data_dir, weights, run_dir, cache):
     """(training images/s, epoch seconds) of `python fineturn.py --epochs 1` in checkout `code`."""
+    # --data-dir: every revision knows it (later ones as an alias of --records-dir)
     command = [sys.executable, os.path.join(code, 'fineturn.py'), '--data-dir', data_dir,
                '--weights', weights, '--run-dir', run_dir, '--epochs', '1']
     if not cache:

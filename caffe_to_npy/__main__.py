@@ -4,13 +4,14 @@ import argparse
 import os
 import sys
 
+import class_names
 import environment
+import weights_file
 from atomicfile import remove_orphans
 from errors import UserError
 
 from . import TOLERANCE
-from .converter import (convert_file, describe_mean, describe_structure, read_labels,
-                        read_mean)
+from .converter import convert_file, describe_structure, read_mean
 from .errors import ConversionError
 
 EXIT_BAD_INPUT, EXIT_MISMATCH = 2, 1
@@ -38,10 +39,13 @@ def _parser():
                             '3 x 256 x 256 BGR, e.g. imagenet_mean.binaryproto); subtracted at '
                             'the same 227 window as the crop')
     means.add_argument('--mean-values', nargs=3, type=float, metavar=('B', 'G', 'R'),
-                       help='a per-channel BGR mean (default: ImageNet\'s 104 117 123)')
+                       default=weights_file.IMAGENET_MEAN_BGR,
+                       help='a per-channel BGR mean (default: ImageNet\'s %s)'
+                       % ' '.join('%g' % value for value in weights_file.IMAGENET_MEAN_BGR))
     parser.add_argument('--labels', metavar='FILE',
                         help='class names, one per line and per output of the last layer '
-                             '(e.g. synset_words.txt), stored in the weights file')
+                             '(e.g. synset_words.txt, or Places\' categories_places365.txt: '
+                             '/a/airfield 0 names class 0 airfield), stored in the weights file')
     parser.add_argument('--legacy-npy', action='store_true',
                         help='write the pickled dict-of-dicts .npy older ports read '
                              "({'conv1': {'weights': W, 'biases': b}, ...}; loading it needs "
@@ -62,7 +66,7 @@ def _print_summary(summary):
     for old, new in summary.renamed.items():
         print('  %s is stored as %s' % (old, new))
     print('structure: %s' % describe_structure(summary.structure))
-    print('%s; %s' % (describe_mean(summary.mean), '%d labels' % len(summary.labels)
+    print('%s; %s' % (weights_file.describe_mean(summary.mean), '%d labels' % len(summary.labels)
                       if summary.labels else 'no labels'))
     print('%d layers, %s parameters (%.1f MB float32) -> %s (%s) in %.2f s' % (
         len(summary.layers), format(summary.parameters, ','), summary.parameters * 4 / 1e6,
@@ -72,7 +76,7 @@ def _print_summary(summary):
 def main(argv=None):
     args = _parser().parse_args(argv)
     mean = read_mean(args.mean) if args.mean else args.mean_values
-    labels = read_labels(args.labels) if args.labels else None
+    labels = class_names.read(args.labels) if args.labels else None
     check = None
     if args.verify:
         missing = [p for p in args.verify if not os.path.isfile(p)]
