@@ -9,7 +9,8 @@ Pixels (to_bgr8): every image becomes 8-bit, 3-channel BGR, OpenCV's and Caffe's
   - grayscale -> B = G = R; an alpha channel is dropped (not composited); a palette image (GIF,
     palette PNG) is expanded to its colours;
   - 16-bit -> 8-bit by rounding v * 255 / 65535, i.e. (v + 128) // 257: the exact inverse of the
-    usual 8 -> 16-bit scaling v * 257, unlike OpenCV's own IMREAD_COLOR, which truncates (v >> 8);
+    usual 8 -> 16-bit scaling v * 257, whatever the format (OpenCV's own IMREAD_COLOR truncates
+    a 16-bit PNG, v >> 8);
   - other pixel types (float, 32-bit) are refused as unsupported.
 EXIF orientation: applied. A photo whose EXIF tag says "rotated" is turned upright, as image
 viewers show it (OpenCV's default); the records hold the upright pixels, so training and --predict

@@ -121,8 +121,8 @@ def test_class_names_are_caffes_1000_in_sorted_wnid_order():
 
 
 def test_unreadable_class_names_file_is_a_clean_error(tmp_path):
-    with pytest.raises(validate.ValidateError, match='class names'):
-        validate.read_class_names(str(tmp_path / 'missing.txt'))
+    with pytest.raises(class_names.ClassNamesError, match='cannot read the class names'):
+        class_names.read(str(tmp_path / 'missing.txt'))
 
 
 # --- classify ------------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def test_cli_user_mistakes_are_one_clean_line(case, weights_file, small_weights,
 def opencv_caffe_probs(prototxt, caffemodel, paths):
     """OpenCV's own Caffe forward of the same preprocessed images -> (N, classes)."""
     from caffe_to_npy import compare
-    images = np.stack([alexnet.load_image(path) for path in paths])
+    images = np.stack([alexnet.load_image(path, (104.0, 117.0, 123.0)) for path in paths])
     return compare.caffe_forward(prototxt, caffemodel, images, outputs=('prob',))['prob']
 
 
