@@ -130,7 +130,7 @@ def _load_batches(paths, batch_size, mean, crops):
         return [(path,) + _load(path, mean, crops) for path in chunk]
 
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    with images.quiet(), concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load_chunk, chunks[0]) if chunks else None
         for following in chunks[1:] + [None]:
             batch = pending.result()

@@ -22,6 +22,7 @@ never padded with grey.
 No TensorFlow here: worker processes import this module and nothing heavier, so they start in a
 fraction of a second and print nothing.
 """
+import contextlib
 import multiprocessing
 import os
 
@@ -65,6 +66,18 @@ def to_bgr8(image):
     if channels == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     raise ImageReadError('unsupported number of channels: %d' % channels)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Inside the block, OpenCV's decoders print nothing of their own (libtiff's and libjpeg's
+    complaints about a damaged file): the caller reports an unreadable file, in one line."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
 
 
 def is_image_name(name):
@@ -160,12 +173,8 @@ class Workers:
 
     def map(self, function, paths):
         if self.pool is None:
-            level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-            try:
+            with quiet():
                 yield from map(function, paths)
-            finally:
-                cv2.utils.logging.setLogLevel(level)
         else:
             chunksize = max(1, min(32, len(paths) // (self.workers * 8)))
             yield from self.pool.imap(function, paths, chunksize)

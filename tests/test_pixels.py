@@ -21,7 +21,7 @@ import weights_file
 from caffe_to_npy import synthetic
 
 CLASS = 'kinds'
-TRUNCATED = 'cut_short.jpg'
+TRUNCATED = ('cut_short.jpg', 'cut_short.tif')
 EXIF_ROTATE_90_CLOCKWISE = 6            # the EXIF Orientation tag's value
 
 
@@ -58,8 +58,11 @@ def write_kinds(folder):
     made['rotated.jpg'] = 'JPEG with an EXIF rotation'
     data = io.BytesIO()
     Image.fromarray(picture(256, 256, 7)).save(data, 'JPEG', quality=90)
-    with open(os.path.join(folder, TRUNCATED), 'wb') as f:
+    with open(os.path.join(folder, TRUNCATED[0]), 'wb') as f:
         f.write(data.getvalue()[:len(data.getvalue()) * 2 // 3])     # an interrupted download
+    ok, tiff = cv2.imencode('.tif', picture(256, 256, 8))
+    with open(os.path.join(folder, TRUNCATED[1]), 'wb') as f:
+        f.write(tiff.tobytes()[:len(tiff) // 2])
     return made
 
 
@@ -133,18 +136,20 @@ def test_the_pixels_follow_the_documented_rules(converted):
     np.testing.assert_array_equal(stored['%s/palette.gif' % CLASS], np.asarray(palette)[..., ::-1])
 
 
-def test_a_truncated_jpeg_is_refused_by_the_converter_and_by_predict(converted, tempered,
-                                                                     capsys):
+def test_a_truncated_file_is_refused_by_the_converter_and_by_predict(converted, tempered,
+                                                                     capfd):
+    """A JPEG or a TIFF cut short: the converter skips it, --predict too, for the same reason,
+    in one line each (none of the decoders' own complaints)."""
     image_dir, kinds, _, conversion = converted
-    truncated = os.path.join(image_dir, CLASS, TRUNCATED)
-    assert conversion.skipped == [('%s/%s' % (CLASS, TRUNCATED),
-                                   'not decodable (corrupt, truncated or unsupported format)')]
+    reason = 'not decodable (corrupt, truncated or unsupported format)'
+    assert conversion.skipped == [('%s/%s' % (CLASS, name), reason) for name in TRUNCATED]
+    truncated = [os.path.join(image_dir, CLASS, name) for name in TRUNCATED]
     good = os.path.join(image_dir, CLASS, 'odd.png')
-    code = fineturn.main(['--predict', truncated, good, '--run-dir', tempered])
-    out, err = capsys.readouterr()
-    assert code == 1 and ' * 1 image(s) classified, 1 unreadable skipped' in out
-    assert err.splitlines() == ['warning: skipped unreadable image: %s: %s'
-                                % (truncated, conversion.skipped[0][1])]
+    code = fineturn.main(['--predict'] + truncated + [good, '--run-dir', tempered])
+    out, err = capfd.readouterr()
+    assert code == 1 and ' * 1 image(s) classified, 2 unreadable skipped' in out
+    assert err.splitlines() == ['warning: skipped unreadable image: %s: %s' % (path, reason)
+                                for path in truncated]
 
 
 def test_a_folder_gives_predict_the_files_the_converter_takes(tmp_path):
