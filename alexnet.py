@@ -4,20 +4,23 @@ The graph follows a netspec.Structure, the one description of the network (bvlc_
 told otherwise), exactly as Caffe computes it; docs/ARCHITECTURE.md lists the Caffe facts this
 rests on (grouped convolutions, LRN's alpha, the fc6 row order, BGR input and mean).
 
+Preprocessing is one function, preprocess_tensor: the records' input pipelines, --predict,
+validate, --verify (through preprocess, which runs it on a numpy image) and the export all resize,
+crop and subtract with this one code, so the network gets the same tensor from an image whichever
+way it comes.
+
 Weights files (weights_file.py) hold float32 arrays in TF layouts under `<layer>/weights` and
 `<layer>/biases`, and the description of their model (structure, mean, class names). They are fed
 once through the variables' initializers, so neither the graph nor a checkpoint's `.meta` carries
 240 MB of constants.
 """
-import os
 import zlib
 
-import cv2
 import numpy as np
 import tensorflow as tf
 
+import images
 import netspec
-from errors import UserError
 import weights_file
 from weights_file import Weights, WeightsError, read as read_weights  # noqa: F401 (re-exported)
 
@@ -27,14 +30,15 @@ tf1 = tf.compat.v1
 IMAGE_SIZE = netspec.BVLC_ALEXNET.input_size   # network input side, 227
 RESIZE_SIZE = netspec.RESIZE_SIZE  # Caffe's recipe: resize to 256x256, then centre crop
 CROP_OFFSET = (RESIZE_SIZE - IMAGE_SIZE) // 2   # 14: Caffe's centre crop rounds down
-# Crop windows of the 256x256 image as (top, left, mirrored): the centre one, and Caffe's
-# oversample (caffe/python/caffe/io.py): the four corners and the centre, then their mirrors.
+# `crops`, everywhere: a tuple of crop windows of the 256x256 image, each (top, left, mirrored).
+# One window gives one view per image ([..., 227, 227, 3]); several give [..., views, 227, 227, 3].
+# The centre one, and Caffe's oversample (caffe/python/caffe/io.py): the four corners and the
+# centre, then their mirrors.
 CENTRE_CROP = ((CROP_OFFSET, CROP_OFFSET, False),)
 _FAR = RESIZE_SIZE - IMAGE_SIZE   # 29: the far corners' offset
 TEN_CROPS = tuple((top, left, mirror) for mirror in (False, True)
                   for top, left in ((0, 0), (0, _FAR), (_FAR, 0), (_FAR, _FAR),
                                     (CROP_OFFSET, CROP_OFFSET)))
-MEAN_BGR = netspec.MEAN_BGR       # ImageNet mean per channel, BGR order like the weights
 NUM_IMAGENET_CLASSES = netspec.BVLC_ALEXNET.num_classes
 LAYER_NAMES = netspec.LAYER_NAMES
 
@@ -43,80 +47,58 @@ FILLERS = {'fc6': (0.005, 0.1), 'fc7': (0.005, 0.1), 'fc8': (0.01, 0.0)}
 DEFAULT_FILLER = (0.01, 0.0)
 
 
-class ImageError(UserError):
-    """An image file that can't be read as a picture."""
+def crop_windows(ten_crop):
+    """The `crops` of --ten-crop (TEN_CROPS) or of the centre crop alone (CENTRE_CROP)."""
+    return TEN_CROPS if ten_crop else CENTRE_CROP
 
 
 # --- preprocessing -------------------------------------------------------------------------------
 
-def mean_window(mean=MEAN_BGR, top=CROP_OFFSET, left=CROP_OFFSET):
+def mean_window(mean, top=CROP_OFFSET, left=CROP_OFFSET):
     """The mean to subtract from a crop at (top, left), float32: a per-channel BGR mean (3,) as it
     is, or a 256x256 BGR mean image (256, 256, 3) cut to the crop's window, as Caffe's data layer
-    does."""
-    mean = np.asarray(mean, np.float32)
-    if mean.shape == (3,):
+    does. A ValueError for anything else (weights_file.mean_array)."""
+    mean = weights_file.mean_array(mean)
+    if mean.ndim == 1:
         return mean
-    if mean.shape == (RESIZE_SIZE, RESIZE_SIZE, 3):
-        return np.ascontiguousarray(mean[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE])
-    raise ValueError('a mean is 3 BGR values or a %dx%dx3 BGR image, got shape %s'
-                     % (RESIZE_SIZE, RESIZE_SIZE, mean.shape))
+    return np.ascontiguousarray(mean[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE])
 
 
-def preprocess(image_bgr, mean=MEAN_BGR, crops=None):
-    """HxWx3 uint8 BGR -> float32 (227, 227, 3): resize 256x256 (INTER_LINEAR), centre crop,
-    subtract `mean` (see mean_window).
+def preprocess_tensor(image_bgr, mean, crops=CENTRE_CROP):
+    """Caffe's recipe: uint8 [..., H, W, 3] BGR tensor (one image or a batch) -> float32
+    [..., 227, 227, 3], or [..., len(crops), 227, 227, 3] for several `crops`.
 
-    With `crops` (CENTRE_CROP, TEN_CROPS: (top, left, mirror) windows of the 256x256 image) ->
-    float32 (len(crops), 227, 227, 3) instead: each window minus the mean at that window, then
-    mirrored if asked (Caffe mirrors after subtracting the mean)."""
-    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-        raise ImageError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
-    resized = cv2.resize(image_bgr, (RESIZE_SIZE, RESIZE_SIZE), interpolation=cv2.INTER_LINEAR)
-    windows = []
-    for top, left, mirror in crops or CENTRE_CROP:
-        window = (resized[top:top + IMAGE_SIZE, left:left + IMAGE_SIZE].astype(np.float32)
-                  - mean_window(mean, top, left))
-        windows.append(window[:, ::-1] if mirror else window)
-    return np.stack(windows) if crops else windows[0]
-
-
-def read_bgr(path):
-    """cv2.imread as 8-bit BGR colour, with a clear error instead of None."""
-    if not os.path.isfile(path):
-        raise ImageError('%s: no such image file' % path)
-    try:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-    except cv2.error:                 # some decoders raise on a damaged file instead of failing
-        image = None
-    if image is None:
-        raise ImageError('%s: not an image OpenCV can read (corrupt or unsupported format)' % path)
-    return image
-
-
-def load_image(path, mean=MEAN_BGR, crops=None):
-    """Read an image file and preprocess it exactly like Caffe's recipe (see preprocess)."""
-    return preprocess(read_bgr(path), mean, crops)
-
-
-def preprocess_tensor(image_bgr, mean=MEAN_BGR, crops=None):
-    """TF twin of preprocess: uint8 [..., H, W, 3] BGR tensor (one image or a batch) -> float32
-    [..., 227, 227, 3], or [..., len(crops), 227, 227, 3] with `crops`.
-
-    Bilinear resize to 256x256 with half-pixel centres, as cv2.INTER_LINEAR; an image already
-    256x256 passes through unchanged. Upsampled or downsampled images agree with preprocess() to
-    within rounding (OpenCV interpolates uint8 in fixed point).
+    Bilinear resize to 256x256 with half-pixel centres, as cv2.INTER_LINEAR (to within rounding:
+    OpenCV interpolates uint8 in fixed point); an image already 256x256 passes through unchanged.
+    Then each crop window minus `mean` at that window (mean_window), mirrored if asked (Caffe
+    mirrors after subtracting the mean).
     """
     image = tf.cast(image_bgr, tf.float32)
     image = tf.image.resize(image, (RESIZE_SIZE, RESIZE_SIZE), method='bilinear', antialias=False)
     windows = []
-    for top, left, mirror in crops or CENTRE_CROP:
+    for top, left, mirror in crops:
         window = (image[..., top:top + IMAGE_SIZE, left:left + IMAGE_SIZE, :]
                   - tf.constant(mean_window(mean, top, left)))
         windows.append(tf.reverse(window, axis=[-2]) if mirror else window)
-    if not crops:
+    if len(crops) == 1:
         return tf.ensure_shape(windows[0], image.shape[:-3] + (IMAGE_SIZE, IMAGE_SIZE, 3))
     return tf.ensure_shape(tf.stack(windows, axis=-4),
                            image.shape[:-3] + (len(crops), IMAGE_SIZE, IMAGE_SIZE, 3))
+
+
+def preprocess(image_bgr, mean, crops=CENTRE_CROP):
+    """preprocess_tensor on a numpy HxWx3 uint8 BGR image -> numpy float32, run eagerly (call it
+    outside a tf.compat.v1 graph's block): the same code, so the same numbers, as the records'
+    pipelines and the export compute in their graphs."""
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError('expected an HxWx3 BGR image, got shape %s' % (image_bgr.shape,))
+    return preprocess_tensor(tf.constant(image_bgr), mean, crops).numpy()
+
+
+def load_image(path, mean, crops=CENTRE_CROP):
+    """An image file read by the one reader (images.read_bgr8), preprocessed (preprocess): the
+    network's input for it."""
+    return preprocess(images.read_bgr8(path), mean, crops)
 
 
 # --- the graph -----------------------------------------------------------------------------------
@@ -233,13 +215,10 @@ def build(inputs, num_classes=None, keep_prob=1.0, start=None, stop=None, struct
 
 def inference_session(weights, allow_pickle=False):
     """The deploy graph of `weights` (a path, or read_weights' Weights, or a plain dict of layers:
-    then bvlc_alexnet with fc8's class count) loaded, for inference: (session, images placeholder
+    weights_file.undescribed) loaded, for inference: (session, images placeholder
     [N, side, side, 3], end_points). The caller closes the session.
     """
-    if isinstance(weights, str):
-        weights = read_weights(weights, allow_pickle=allow_pickle)
-    elif not isinstance(weights, Weights):
-        weights = Weights(weights)
+    weights = as_weights(weights, allow_pickle)
     side = weights.structure.input_size
     graph = tf1.Graph()
     with graph.as_default():
@@ -253,6 +232,16 @@ def inference_session(weights, allow_pickle=False):
         session.close()
         raise
     return session, images, end_points
+
+
+def as_weights(weights, allow_pickle=False):
+    """Weights from a path (read_weights), Weights as they are, or a plain dict of layers
+    (weights_file.undescribed: bvlc_alexnet with the ImageNet mean)."""
+    if isinstance(weights, str):
+        return read_weights(weights, allow_pickle=allow_pickle)
+    if isinstance(weights, Weights):
+        return weights
+    return weights_file.undescribed(weights)
 
 
 def graph_layers(graph=None, scope=''):

@@ -7,31 +7,30 @@ ImageNet weights) and `fineturn.py --predict` (a fine-tuned run's checkpoint) sh
         result = classify.classify(paths, classifier)
     result.probs   # (N, classes) float32, rows in the order of result.paths
 
-Inputs: files as given, folders replaced by the image files below them (sorted). Every image goes
-through alexnet.load_image, the one preprocessing shared with `caffe_to_npy --verify` (resize to
-256x256, crop 227x227, subtract the model's mean; with ten crops, Caffe's oversample). Unreadable
-images are skipped and listed. Outputs: top-k lines, the probabilities (.npz), one CSV row per
-image, a figure.
+Inputs: files as given (whatever their names), folders replaced by the image files below them
+(sorted; images.IMAGE_EXTENSIONS, the converter's list). Every image goes through
+alexnet.load_image: the one reader (images.read_bgr8) and the one preprocessing (resize to
+256x256, crop 227x227, subtract the model's mean; with ten crops, Caffe's oversample), the code
+the records and --evaluate use too. Unreadable images are skipped and listed. Outputs: top-k
+lines, the probabilities (.npz), one CSV row per image, a figure.
 """
 import collections
 import concurrent.futures
 import csv
 import os
-import sys
 
 import cv2
+import matplotlib.cbook
 import numpy as np
 from matplotlib.figure import Figure   # no pyplot: no global backend, renders with Agg
 
 import alexnet
+import images
 from atomicfile import atomic_path, remove_orphans, writing
+from console import log, warn
 from errors import UserError
+from images import ImageReadError
 
-# Extensions of the files taken from a directory (what cv2.imread decodes); a file named on the
-# command line is tried whatever its extension.
-IMAGE_EXTENSIONS = ('.bmp', '.dib', '.jpeg', '.jpg', '.jpe', '.jp2', '.png', '.webp', '.pbm',
-                    '.pgm', '.ppm', '.pnm', '.pxm', '.sr', '.ras', '.tiff', '.tif', '.exr', '.hdr',
-                    '.pic', '.avif')
 FIGURE_MAX_IMAGES = 36      # a 6x6 grid at most; more images make an unreadable figure
 FIGURE_THUMBNAIL = 320      # longest side of each drawn image, in pixels
 CSV_HEADER = ('path', 'predicted', 'confidence')
@@ -50,12 +49,12 @@ input order; unreadable: [(path, message)] for images that could not be read (sk
 class Classifier:
     """An open session that maps preprocessed images to probabilities.
 
-    `images` is the input placeholder: [N, 227, 227, 3], or [N, len(crops), 227, 227, 3] with
-    `crops` (alexnet.TEN_CROPS), whose views the graph averages; `probabilities` is
-    [N, classes]; `mean` is what alexnet.load_image subtracts. Closes the session on exit.
+    `images` is the input placeholder: [N, 227, 227, 3], or [N, len(crops), 227, 227, 3] for
+    several `crops` (alexnet.TEN_CROPS), whose views the graph averages; `probabilities` is
+    [N, classes]; `mean` and `crops` are what alexnet.load_image gets. Closes the session on exit.
     """
 
-    def __init__(self, session, images, probabilities, mean=alexnet.MEAN_BGR, crops=None):
+    def __init__(self, session, images, probabilities, mean, crops=alexnet.CENTRE_CROP):
         self.session, self.images, self.probabilities = session, images, probabilities
         self.mean, self.crops = mean, crops
 
@@ -71,14 +70,16 @@ class Classifier:
 
 
 def from_weights(weights, allow_pickle=False):
-    """A Classifier of the network of a weights file (a path, or alexnet.read_weights' Weights)
-    with one centre crop and the file's mean."""
-    if isinstance(weights, str):
-        weights = alexnet.read_weights(weights, allow_pickle=allow_pickle)
-    elif not isinstance(weights, alexnet.Weights):
-        weights = alexnet.Weights(weights)     # a plain dict of layers: bvlc_alexnet's defaults
-    session, images, end_points = alexnet.inference_session(weights)
-    return Classifier(session, images, end_points['prob'], weights.mean)
+    """A Classifier of the network of a weights file (a path, alexnet.read_weights' Weights, or a
+    plain dict of layers: alexnet.as_weights) with one centre crop and the file's mean."""
+    weights = alexnet.as_weights(weights, allow_pickle)
+    session, placeholder, end_points = alexnet.inference_session(weights)
+    return Classifier(session, placeholder, end_points['prob'], weights.mean)
+
+
+def sample_photo():
+    """The path of a real photo that ships with a dependency: matplotlib's grace_hopper.jpg."""
+    return os.fspath(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -95,8 +96,7 @@ def expand_inputs(inputs):
             found = sorted(os.path.join(folder, name)
                            for folder, _, names in os.walk(item) for name in names)
             for path in found:
-                is_image = os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-                (paths if is_image else ignored).append(path)
+                (paths if images.is_image_name(path) else ignored).append(path)
         elif os.path.exists(item):
             paths.append(item)
         else:
@@ -116,15 +116,11 @@ def input_paths(inputs):
     return paths
 
 
-def warn(message):
-    print('warning: %s' % message, file=sys.stderr, flush=True)
-
-
 def _load(path, mean, crops):
     try:
         return alexnet.load_image(path, mean, crops), None
-    except alexnet.ImageError as error:     # a decoder's cv2.error included (alexnet.read_bgr)
-        return None, str(error)
+    except ImageReadError as error:
+        return None, '%s: %s' % (path, error)
 
 
 def _load_batches(paths, batch_size, mean, crops):
@@ -134,7 +130,7 @@ def _load_batches(paths, batch_size, mean, crops):
         return [(path,) + _load(path, mean, crops) for path in chunk]
 
     chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+    with images.quiet(), concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(load_chunk, chunks[0]) if chunks else None
         for following in chunks[1:] + [None]:
             batch = pending.result()
@@ -148,8 +144,8 @@ def classify(paths, classifier, batch_size=32, skip_unreadable=False):
     """Softmax probabilities of `classifier` for each image in `paths` -> Result.
 
     Images go through in batches of `batch_size` (the last one partial). An unreadable image
-    raises alexnet.ImageError, or with skip_unreadable=True is left out of probs/paths and listed
-    in `unreadable`.
+    raises images.ImageReadError, or with skip_unreadable=True is left out of probs/paths and
+    listed in `unreadable`.
     """
     paths = [os.fspath(path) for path in paths]
     if batch_size < 1:
@@ -159,7 +155,7 @@ def classify(paths, classifier, batch_size=32, skip_unreadable=False):
         for path, _, error in batch:
             if error is not None:
                 if not skip_unreadable:
-                    raise alexnet.ImageError(error)
+                    raise ImageReadError(error)
                 unreadable.append((path, error))
         good = [(path, image) for path, image, error in batch if error is None]
         if good:
@@ -192,7 +188,7 @@ def _write_atomically(out, write, what, needed=None):
     folder = os.path.dirname(os.path.abspath(out))
     with writing(out, what, needed):
         os.makedirs(folder, exist_ok=True)
-        remove_orphans(folder, target=os.path.basename(out), log=print)
+        remove_orphans(folder, target=os.path.basename(out), log=log)
         with atomic_path(out) as temporary:
             write(temporary)
 
@@ -231,7 +227,7 @@ def draw_figure(out, paths, probs, names, k):
     width, height = cell_width * columns, cell_height * rows
     figure = Figure(figsize=(width, height))
     for i in range(count):
-        image = alexnet.read_bgr(paths[i])
+        image = images.read_bgr8(paths[i])
         scale = FIGURE_THUMBNAIL / max(image.shape[:2])
         if scale < 1:
             image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
@@ -285,7 +281,6 @@ def run(paths, classifier, names, k, batch_size, probs_out=None, csv_out=None, f
         drawn = draw_figure(figure_out, result.paths, result.probs, names, k)
         outputs.append('figure %s' % figure_out + (' (first %d images)' % drawn
                                                    if drawn < len(result.paths) else ''))
-    print(' * %d image(s) classified, %d unreadable skipped%s'
-          % (len(result.paths), len(result.unreadable),
-             ''.join('; ' + text for text in outputs)), flush=True)
+    log(' * %d image(s) classified, %d unreadable skipped%s'
+        % (len(result.paths), len(result.unreadable), ''.join('; ' + text for text in outputs)))
     return result

@@ -1,8 +1,8 @@
 """Convert a folder-per-class image set into stratified, reproducible TFRecord splits.
 
-    python convert_tfrecord.py --data-dir UCMerced_LandUse/Images --output-dir data
+    python convert_tfrecord.py --image-dir UCMerced_LandUse/Images --output-dir data
 
-Input: DIR/<class>/<image>, e.g. UC Merced's 21 folders of 100 .tif each. Output in OUT: the
+Input: IMAGE_DIR/<class>/<image>, e.g. UC Merced's 21 folders of 100 .tif each. Output in OUT: the
 train, validation and test records, labels.txt and split.csv (records.py describes them). The
 rules for the folder and the split are in dataset_folder.py, those for writing in
 record_writer.py. Unreadable images are listed and skipped (--strict makes them an error); the
@@ -20,11 +20,13 @@ from errors import UserError
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        description='Convert DIR/<class>/<image> into stratified train/validation/test TFRecords, '
-                    'labels.txt and split.csv.')
-    parser.add_argument('--data-dir', default=setting.IMAGE_DIR,
-                        help='one sub folder of images per class (default %(default)s)')
-    parser.add_argument('--output-dir', default=setting.DATA_DIR,
+        description='Convert IMAGE_DIR/<class>/<image> into stratified train/validation/test '
+                    'TFRecords, labels.txt and split.csv.')
+    parser.add_argument('--image-dir', '--data-dir', dest='image_dir', default=setting.IMAGE_DIR,
+                        metavar='IMAGE_DIR',
+                        help='one sub folder of images per class (default %(default)s); '
+                             '--data-dir is an alias, its old name')
+    parser.add_argument('--output-dir', default=setting.RECORDS_DIR,
                         help='where the records, labels.txt and split.csv go (default %(default)s)')
     parser.add_argument('--ratios', type=float, nargs='+', default=list(setting.SPLIT_RATIOS),
                         metavar='R', help='train validation test fractions, positive, summing to '
@@ -44,12 +46,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    print('convert_tfrecord: data dir %s -> %s, ratios %s, seed %d, workers %s%s%s'
-          % (args.data_dir, args.output_dir, ' '.join('%g' % r for r in args.ratios), args.seed,
+    print('convert_tfrecord: image dir %s -> %s, ratios %s, seed %d, workers %s%s%s'
+          % (args.image_dir, args.output_dir, ' '.join('%g' % r for r in args.ratios), args.seed,
              args.workers or '%d (one per core)' % images.default_workers(),
              ', overwrite' if args.overwrite else '', ', strict' if args.strict else ''))
     try:
-        plan = dataset_folder.plan(args.data_dir, args.output_dir, args.ratios, args.workers,
+        plan = dataset_folder.plan(args.image_dir, args.output_dir, args.ratios, args.workers,
                                    args.overwrite)   # a wrong folder or ratio: answered at once
         # The import boundary: TensorFlow loads here, once the inputs are checked
         # (environment.py). The image workers never load it.

@@ -1,7 +1,8 @@
 """A folder-per-class image set and its split: what the converter checks before it writes.
 
-Input: DIR/<class>/<image>. Class folders sorted by name (Unicode code point order) give the label
-indices. Image files are .tif .tiff .jpg .jpeg .png .bmp in any letter case; hidden files (a name
+Input: an image dir, IMAGE_DIR/<class>/<image>. Class folders sorted by name (Unicode code point
+order) give the label indices. Image files are those named like images (images.IMAGE_EXTENSIONS,
+the list --predict uses too: .tif .jpg .png .gif ... in any letter case); hidden files (a name
 starting with '.', e.g. .DS_Store or macOS '._x.tif') and anything else (Thumbs.db, notes, sub
 folders) are ignored and counted.
 
@@ -25,12 +26,12 @@ import os
 import random
 
 from errors import UserError
+from images import IMAGE_EXTENSIONS, is_image_name
 
 SPLITS = ('train', 'validation', 'test')
 LABELS_FILE = 'labels.txt'
 SPLIT_FILE = 'split.csv'
 SPLIT_HEADER = ('path', 'label', 'split')
-IMAGE_EXTENSIONS = ('.tif', '.tiff', '.jpg', '.jpeg', '.png', '.bmp')
 RECORDS_PER_SHARD = 1000          # ~110 MB shards for 256x256 images
 
 
@@ -41,13 +42,13 @@ class ConvertError(UserError):
 @dataclasses.dataclass
 class Plan:
     """A conversion's checked inputs: what plan() found."""
-    data_dir: str
+    image_dir: str
     output_dir: str
     ratios: tuple
     workers: int                        # image processes; 0 = one per CPU core
     overwrite: bool                     # may replace an earlier conversion in output_dir
     classes: list                       # class names, sorted: label -> name
-    found: dict                         # {class: [image paths relative to data_dir]}
+    found: dict                         # {class: [image paths relative to image_dir]}
     ignored: list                       # (path, reason) of hidden files and non-images
 
     @property
@@ -55,24 +56,24 @@ class Plan:
         return [rel for name in self.classes for rel in self.found[name]]
 
 
-def plan(data_dir, output_dir, ratios, workers=0, overwrite=False):
+def plan(image_dir, output_dir, ratios, workers=0, overwrite=False):
     """The checks a conversion can make before reading an image -> Plan; a ConvertError that names
     the problem otherwise."""
     ratios = check_ratios(ratios)
     if workers < 0:
         raise ConvertError('--workers %d: need 0 (one per core) or more' % workers)
     try:
-        classes, found, ignored = scan(data_dir)
-        check_output_dir(output_dir, data_dir)
+        classes, found, ignored = scan(image_dir)
+        check_output_dir(output_dir, image_dir)
         check_earlier_outputs(output_dir, overwrite)
     except OSError as error:                 # a folder we may not list, ...
         raise ConvertError(str(error)) from None
-    return Plan(data_dir, output_dir, ratios, workers, overwrite, classes, found, ignored)
+    return Plan(image_dir, output_dir, ratios, workers, overwrite, classes, found, ignored)
 
 
 @dataclasses.dataclass
 class Conversion:
-    """What convert() did. Paths are relative to the data dir, with '/' separators."""
+    """What convert() did. Paths are relative to the image dir, with '/' separators."""
     classes: list                       # label -> class name
     rows: list                          # (path, label, split) in split.csv order
     skipped: list                       # (path, reason) of images that could not be read
@@ -88,14 +89,14 @@ class Conversion:
         return table
 
 
-def scan(data_dir):
-    """DIR -> (class names, {class: [relative image paths]}, [(ignored path, reason)])."""
-    if not os.path.isdir(data_dir):
-        raise ConvertError('data dir %s does not exist (or is not a folder): pass --data-dir with '
-                           'one sub folder of images per class' % data_dir)
+def scan(image_dir):
+    """IMAGE_DIR -> (class names, {class: [relative image paths]}, [(ignored path, reason)])."""
+    if not os.path.isdir(image_dir):
+        raise ConvertError('image dir %s does not exist (or is not a folder): pass --image-dir '
+                           'with one sub folder of images per class' % image_dir)
     classes, found, ignored = [], {}, []
-    for name in sorted(os.listdir(data_dir)):
-        path = os.path.join(data_dir, name)
+    for name in sorted(os.listdir(image_dir)):
+        path = os.path.join(image_dir, name)
         if name.startswith('.'):
             ignored.append((name, 'hidden'))
         elif not os.path.isdir(path):
@@ -103,22 +104,21 @@ def scan(data_dir):
         else:
             classes.append(name)
     if not classes:
-        raise ConvertError('data dir %s holds no class folders: expected %s/<class>/<image>'
-                           % (data_dir, data_dir))
+        raise ConvertError('image dir %s holds no class folders: expected %s/<class>/<image>'
+                           % (image_dir, image_dir))
     for name in classes:
         found[name] = []
-        for file in sorted(os.listdir(os.path.join(data_dir, name))):
+        for file in sorted(os.listdir(os.path.join(image_dir, name))):
             rel = name + '/' + file
             if file.startswith('.'):
                 ignored.append((rel, 'hidden'))
-            elif (os.path.splitext(file)[1].lower() in IMAGE_EXTENSIONS
-                  and os.path.isfile(os.path.join(data_dir, name, file))):
+            elif is_image_name(file) and os.path.isfile(os.path.join(image_dir, name, file)):
                 found[name].append(rel)
             else:
                 ignored.append((rel, 'not an image'))
         if not found[name]:
             raise ConvertError('class folder %s has no images (%s): remove it or add images'
-                               % (os.path.join(data_dir, name), '/'.join(IMAGE_EXTENSIONS)))
+                               % (os.path.join(image_dir, name), ' '.join(IMAGE_EXTENSIONS)))
     return classes, found, ignored
 
 
@@ -187,13 +187,13 @@ def existing_outputs(output_dir):
     return sorted(found)
 
 
-def check_output_dir(output_dir, data_dir):
+def check_output_dir(output_dir, image_dir):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ConvertError('output dir %s is a file: pass --output-dir a folder' % output_dir)
-    data, out = os.path.realpath(data_dir), os.path.realpath(output_dir)
-    if out == data or out.startswith(data + os.sep):
-        raise ConvertError('output dir %s is inside the data dir %s, where it would be read as a '
-                           'class: write the records elsewhere' % (output_dir, data_dir))
+    source, out = os.path.realpath(image_dir), os.path.realpath(output_dir)
+    if out == source or out.startswith(source + os.sep):
+        raise ConvertError('output dir %s is inside the image dir %s, where it would be read as a '
+                           'class: write the records elsewhere' % (output_dir, image_dir))
 
 
 def check_earlier_outputs(output_dir, overwrite):

@@ -14,13 +14,13 @@ import dataclasses
 import os
 import shutil
 
-import matplotlib.cbook
-
 import caffe_to_npy
+import classify
 import dataset_folder
 import outputdir
 import record_writer
 import synthetic_dataset
+import weights_file
 from caffe_to_npy import synthetic
 from caffe_to_npy.compare import verify
 from rundir import RunError
@@ -29,11 +29,6 @@ DEMO_CLASSES = 21        # UC Merced's class names
 DEMO_PER_CLASS = 20      # 16 / 2 / 2 per class with the 0.8 / 0.1 / 0.1 split
 DEMO_SEED = 1
 MARKER = '.fineturn-demo'   # marks a folder the demo made, so a rerun may replace it
-
-
-def sample_photo():
-    """A real photo for --verify: matplotlib's sample grace_hopper.jpg."""
-    return str(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
 def prepare_folder(demo_dir):
@@ -58,9 +53,10 @@ def step(number, text):
     print('\n[%d/5] %s' % (number, text), flush=True)
 
 
-def prepare(settings, demo_dir):
-    """Steps 1-4 under `demo_dir`; returns the settings of step 5, the training run: `settings`'
-    recipe on the demo's weights and records, in the demo's run dir."""
+def prepare(settings, demo_dir, ratios, workers):
+    """Steps 1-4 under `demo_dir`, the records split by `ratios` with `workers` processes;
+    returns the settings of step 5, the training run: `settings`' recipe on the demo's weights
+    and records, in the demo's run dir."""
     demo_dir = os.path.abspath(demo_dir)
     print('fineturn demo in %s\nSYNTHETIC weights and images: random AlexNet-shaped weights (not '
           'the model zoo\'s) and procedural textures (not UC Merced).' % demo_dir)
@@ -76,13 +72,15 @@ def prepare(settings, demo_dir):
     step(2, 'python -m caffe_to_npy, then --verify against OpenCV\'s Caffe runtime')
     weights = os.path.join(demo_dir, 'weights', 'bvlc_alexnet_synthetic.npz')
     os.makedirs(os.path.dirname(weights))
-    summary = caffe_to_npy.convert_file(prototxt, caffemodel, weights)
+    summary = caffe_to_npy.convert_file(prototxt, caffemodel, weights,
+                                        mean=weights_file.IMAGENET_MEAN_BGR)
     print('converted %d layers, %d parameters in %.2f s -> %s'
           % (len(summary.layers), summary.parameters, summary.seconds, weights))
     images = os.path.join(demo_dir, 'images')
     folder = synthetic_dataset.make_dataset_folder(images, num_classes=DEMO_CLASSES,
                                                    per_class=DEMO_PER_CLASS, seed=DEMO_SEED)
-    photos = [sample_photo()] + [os.path.join(images, path) for path in sorted(folder.images)[:2]]
+    photos = [classify.sample_photo()] + [os.path.join(images, path)
+                                          for path in sorted(folder.images)[:2]]
     check = verify(prototxt, caffemodel, weights, photos)
     print('verify on %d images: max relative difference fc8 %.2e, prob %.2e (tolerance %.0e), '
           'top-1 agreement %.0f%%: %s' % (check['images'], check['fc8'], check['prob'],
@@ -100,11 +98,12 @@ def prepare(settings, demo_dir):
 
     step(4, 'python convert_tfrecord.py')
     records_dir = os.path.join(demo_dir, 'data')
-    conversion = record_writer.convert(images, records_dir, seed=DEMO_SEED, progress=False)
+    conversion = record_writer.convert(images, records_dir, ratios, DEMO_SEED, workers,
+                                       progress=False)
     print(dataset_folder.summary(conversion))
 
     step(5, 'python fineturn.py: %d epochs of the recipe in setting.py' % settings.epochs)
-    return dataclasses.replace(settings, data_dir=records_dir, weights=weights,
+    return dataclasses.replace(settings, records_dir=records_dir, weights=weights,
                                run_dir=os.path.join(demo_dir, 'run'))
 
 

@@ -9,28 +9,32 @@ A client sends images, never a mean or a crop: the preprocessing is inside the m
                                   file bytes (GIF: first frame)
 
 Inside, the same steps as training and --predict: RGB -> BGR, alexnet.preprocess_tensor (resize
-to 256x256, centre crop 227x227, subtract the run's mean), the network of graph.classifier (no
-dropout) on the checkpoint's arrays held as non-trainable variables, softmax. The class names are
-an asset (assets/classes.txt) read into a lookup table, and assets.extra/export.json records the
-source checkpoint, its validation and test accuracy, the preprocessing and the input order.
+to 256x256, centre crop 227x227, subtract the run's mean: the one preprocessing, so
+serving_default gets from an image's pixels the tensor --predict gets from its file), the network
+of graph.classifier (no dropout) on the checkpoint's arrays held as non-trainable variables,
+softmax. The class names are an asset (assets/classes.txt) read into a lookup table, and
+assets.extra/export.json records the source checkpoint, its validation and test accuracy, the
+preprocessing and the input order.
 
-TF's bilinear resize and OpenCV's (which --predict uses) agree exactly on 256x256 images and to
-within rounding on other sizes (OpenCV interpolates 8-bit images in fixed point and rounds).
+The `encoded` signature decodes files with TensorFlow's decoders, not the project's image reader
+(images.py: OpenCV, in no SavedModel): they ignore a JPEG's EXIF orientation and take 16-bit PNG
+down by truncating, where the reader turns the photo upright and rounds.
 """
 import json
 import os
 import tempfile
 
-import numpy as np
 import tensorflow as tf
 
 import alexnet
-import evaluation
+import checkpoints
 import graph
 import outputdir
-import predict
+import report
 import rundir
+import weights_file
 from atomicfile import atomic_dir, remove_orphans, writing
+from console import log
 from errors import UserError
 
 CLASSES_ASSET = 'classes.txt'
@@ -89,30 +93,20 @@ class Servable(tf.Module):
         return self._classify(images)
 
 
-def checkpoint_arrays(prefix, structure):
-    """{layer: {'weights', 'biases'}} numpy arrays of the network's layers in a checkpoint."""
-    with evaluation.reading_checkpoint(prefix):
-        reader = tf.train.load_checkpoint(prefix)
-        return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
-                       for kind in ('weights', 'biases')} for name in structure.names}
-
-
 def run_figures(prefix):
     """(epoch, validation accuracy, test accuracy, the test report's path) of a checkpoint, from
-    its run dir's metrics.csv and the centre-crop test report made with it (None where absent)."""
+    its run dir's metrics.csv and a centre-crop test report made with it: the run's own, or an
+    --evaluate's (None where absent)."""
     run_dir, name = os.path.dirname(prefix), os.path.basename(prefix)
     row = next((r for r in rundir.read_metrics(run_dir) if r['checkpoint'] == name), None)
     test, source = None, None
-    for path in (os.path.join(run_dir, 'test_report.json'),
-                 os.path.join(run_dir, 'evaluate-' + name, 'test_report.json')):
+    for folder in (run_dir, report.evaluation_dir(prefix, 1)):
         try:
-            with open(path, encoding='utf-8') as f:
-                found = json.load(f)
-            tested = os.path.normpath(os.path.join(os.path.dirname(path), found['checkpoint']))
-        except (OSError, ValueError, KeyError, TypeError):   # absent or damaged: no test figure
-            continue
-        if tested == os.path.normpath(prefix) and found.get('crops', 1) == 1:
-            test, source = found['accuracy'], path
+            found = report.read_report(folder)
+        except report.ReportError:       # the figure is optional: a damaged report gives none
+            found = None
+        if found and found['checkpoint'] == os.path.normpath(prefix) and found['crops'] == 1:
+            test, source = found['accuracy'], os.path.join(folder, report.REPORT_FILE)
             break
     return (int(row['epoch']) if row else None, float(row['val_accuracy']) if row else None,
             test, source)
@@ -120,14 +114,14 @@ def run_figures(prefix):
 
 def export_info(prefix, model):
     """What assets.extra/export.json records."""
-    epoch, validation, test, report = run_figures(prefix)
-    mean = np.asarray(model.mean, np.float32)
+    epoch, validation, test, test_report = run_figures(prefix)
+    mean = weights_file.mean_array(model.mean)
     return {
         'source_checkpoint': os.path.abspath(prefix),
         'epoch': epoch,
         'validation_accuracy': validation,
         'test_accuracy': test,
-        'test_report': os.path.abspath(report) if report else None,
+        'test_report': os.path.abspath(test_report) if test_report else None,
         'classes': list(model.classes),
         'input_order': 'RGB',
         'signatures': {
@@ -141,8 +135,7 @@ def export_info(prefix, model):
             'resize_method': 'bilinear, half-pixel centres, no antialiasing',
             'crop': [alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE],
             'crop_offset': [alexnet.CROP_OFFSET, alexnet.CROP_OFFSET],
-            'mean_bgr': mean.tolist() if mean.ndim == 1 else 'the run\'s 256x256 BGR mean image, '
-                        'per-channel average %s' % mean.mean(axis=(0, 1)).round(2).tolist(),
+            'mean_bgr': mean.tolist() if mean.ndim == 1 else weights_file.describe_mean(mean),
             'softmax': True, 'dropout': False},
         'structure': model.structure.to_dict(),
         'tensorflow': tf.__version__,
@@ -173,11 +166,11 @@ def export(out_dir, run_dir, checkpoint=None, overwrite=False):
     with writing(parent, 'the folder'):
         os.makedirs(parent, exist_ok=True)
     with outputdir.FolderLock(out_dir, '--export', path=os.path.join(parent, '.%s.lock' % name)):
-        remove_orphans(parent, target=name, log=lambda line: print(line, flush=True))
+        remove_orphans(parent, target=name, log=log)
         check_target(out_dir, overwrite)
-        prefix, model = predict.open_model(run_dir, checkpoint)
-        arrays = checkpoint_arrays(prefix, model.structure)
-        with writing(out_dir, 'the export', needed=rundir.checkpoint_bytes(len(model.classes)),
+        prefix, model = checkpoints.open_model(run_dir, checkpoint)
+        arrays = checkpoints.arrays(prefix, model.structure)
+        with writing(out_dir, 'the export', needed=checkpoints.size(len(model.classes)),
                      also=(tf.errors.OpError,)), \
                 atomic_dir(out_dir, replace=overwrite) as folder:
             with tempfile.TemporaryDirectory() as scratch:
@@ -190,6 +183,6 @@ def export(out_dir, run_dir, checkpoint=None, overwrite=False):
             os.makedirs(os.path.join(folder, os.path.dirname(INFO_FILE)))
             with open(os.path.join(folder, INFO_FILE), 'w', encoding='utf-8') as f:
                 json.dump(export_info(prefix, model), f, indent=1)
-    print(' * exported %s (%d classes) to %s: signatures serving_default (images: uint8 RGB) and '
-          'encoded (image_bytes); see %s' % (prefix, len(model.classes), out_dir,
-                                             os.path.join(out_dir, INFO_FILE)), flush=True)
+    log(' * exported %s (%d classes) to %s: signatures serving_default (images: uint8 RGB) and '
+        'encoded (image_bytes); see %s' % (prefix, len(model.classes), out_dir,
+                                           os.path.join(out_dir, INFO_FILE)))

@@ -6,7 +6,6 @@ scores. The classifier takes the network's structure (a netspec.Structure, a sma
 never the command line's settings, and any tensor as input: an iterator's batch, a placeholder.
 """
 import collections
-import dataclasses
 import math
 
 import numpy as np
@@ -20,46 +19,32 @@ tf1 = tf.compat.v1
 EVAL_BATCH = 64      # images per evaluation batch; a multiple of records.FLIP_VARIANTS
 
 
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The optimiser's settings."""
-    train_layers: tuple
-    learning_rate: float
-    lr_decay: float          # learning rate factor applied once per epoch
-    weight_decay: float      # L2 on the trained layers' weights
-    lr_mult: dict = dataclasses.field(default_factory=dict)   # {layer: (weights, biases)}
-
-    def multipliers(self, layer):
-        """(weights, biases) learning-rate multipliers of `layer`: Caffe's lr_mult, 1 and 1 unless
-        the recipe names the layer."""
-        return tuple(self.lr_mult.get(layer, (1.0, 1.0)))
-
-
 Scores = collections.namedtuple('Scores', 'loss_sum correct count mean_loss')
 Evaluation = collections.namedtuple('Evaluation', 'loss accuracy probabilities labels paths')
 
 
-def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None, crops=1,
-               weights=None):
+def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None,
+               crops=alexnet.CENTRE_CROP, weights=None):
     """The network from layer `start` (default: its first) on `inputs` -> (logits, probabilities).
 
-    With crops > 1, `inputs` holds `crops` views of each image, [N, crops, ...] (ten-crop testing:
-    alexnet.TEN_CROPS), and the image's probabilities are the average of its views' softmax
-    vectors, as Caffe's oversample; its logits are then their log, log(mean(softmax)), so that
-    scores() gives the cross-entropy and the accuracy of the averaged prediction. `weights`: see
-    alexnet.build.
+    With several `crops` (alexnet.TEN_CROPS: ten-crop testing), `inputs` holds that many views of
+    each image, [N, views, ...], and the image's probabilities are the average of its views'
+    softmax vectors, as Caffe's oversample; its logits are then their log, log(mean(softmax)), so
+    that scores() gives the cross-entropy and the accuracy of the averaged prediction. `weights`:
+    see alexnet.build.
     """
-    if crops > 1:
-        inputs = tf.reshape(inputs, [-1] + inputs.shape[2:].as_list())   # crops as images
+    views = len(crops)
+    if views > 1:
+        inputs = tf.reshape(inputs, [-1] + inputs.shape[2:].as_list())   # views as images
     logits, end_points = alexnet.build(inputs, keep_prob=keep_prob, start=start,
                                        structure=structure, weights=weights)
-    if crops == 1:
+    if views == 1:
         return logits, end_points['prob']
-    per_image = [-1, crops, structure.num_classes]
+    per_image = [-1, views, structure.num_classes]
     probabilities = tf.reduce_mean(tf.reshape(end_points['prob'], per_image), axis=1)
     # log of the mean of the softmax vectors, without underflow: logsumexp of the log-softmaxes
     log_mean = (tf.reduce_logsumexp(tf.reshape(tf.nn.log_softmax(logits), per_image), axis=1)
-                - math.log(crops))
+                - math.log(views))
     return log_mean, probabilities
 
 
@@ -111,18 +96,21 @@ def sgd_step(loss, layers, learning_rate, weight_decay, global_step, largest_rat
         return tf1.assign_add(global_step, 1).op
 
 
-def train_op(mean_loss, recipe, steps_per_epoch, graph):
-    """(train op, learning rate tensor) of `recipe` for the variables of `graph`; the learning rate
-    decays once per epoch of `steps_per_epoch` steps."""
+def train_op(mean_loss, graph, steps_per_epoch, train_layers, learning_rate, lr_decay,
+             weight_decay, lr_mult):
+    """(train op, learning rate tensor) of SGD on the `train_layers` of `graph`, from
+    `learning_rate`, multiplied by `lr_decay` once per epoch of `steps_per_epoch` steps, with L2
+    `weight_decay` and the per-layer multipliers `lr_mult` ({layer: (weights, biases)}, Caffe's
+    lr_mult; 1 and 1 for a layer it doesn't name)."""
     global_step = tf1.train.get_or_create_global_step()
-    learning_rate = tf1.train.exponential_decay(recipe.learning_rate, global_step,
-                                                steps_per_epoch, recipe.lr_decay, staircase=True)
+    rate = tf1.train.exponential_decay(learning_rate, global_step, steps_per_epoch, lr_decay,
+                                       staircase=True)
     variables = alexnet.graph_layers(graph)
     layers = [(variables[layer]['weights'], variables[layer]['biases'])
-              + recipe.multipliers(layer) for layer in recipe.train_layers]
-    step = sgd_step(mean_loss, layers, learning_rate, recipe.weight_decay, global_step,
-                    largest_rate=recipe.learning_rate if recipe.lr_decay <= 1 else math.inf)
-    return step, learning_rate
+              + tuple(lr_mult.get(layer, (1.0, 1.0))) for layer in train_layers]
+    step = sgd_step(mean_loss, layers, rate, weight_decay, global_step,
+                    largest_rate=learning_rate if lr_decay <= 1 else math.inf)
+    return step, rate
 
 
 def batches(session, fetches, feed=None):

@@ -1,15 +1,28 @@
 """Image files as 8-bit BGR pixels, and worker processes that read them in parallel.
 
+The one reader: every path that turns a file into pixels goes through read_bgr8 (the records,
+`fineturn.py --predict`, validate_alexnet_on_imagenet.py, `caffe_to_npy --verify`), with one list
+of file extensions (IMAGE_EXTENSIONS) and one error (ImageReadError), so an image the converter
+skips is skipped by --predict too, and every command sees the same pixels of a file.
+
 Pixels (to_bgr8): every image becomes 8-bit, 3-channel BGR, OpenCV's and Caffe's order.
-  - grayscale -> B = G = R; an alpha channel is dropped (not composited);
+  - grayscale -> B = G = R; an alpha channel is dropped (not composited); a palette image (GIF,
+    palette PNG) is expanded to its colours;
   - 16-bit -> 8-bit by rounding v * 255 / 65535, i.e. (v + 128) // 257: the exact inverse of the
-    usual 8 -> 16-bit scaling v * 257, unlike OpenCV's own IMREAD_COLOR, which truncates (v >> 8);
+    usual 8 -> 16-bit scaling v * 257, whatever the format (OpenCV's own IMREAD_COLOR truncates
+    a 16-bit PNG, v >> 8);
   - other pixel types (float, 32-bit) are refused as unsupported.
-  JPEG EXIF orientation is applied (OpenCV's default).
+EXIF orientation: applied. A photo whose EXIF tag says "rotated" is turned upright, as image
+viewers show it (OpenCV's default); the records hold the upright pixels, so training and --predict
+agree. (The export's `encoded` signature decodes with TensorFlow, which ignores EXIF: send it
+upright images, or pixels to serving_default.)
+A file the decoder can only read in part (a JPEG cut short by an interrupted download) is refused,
+never padded with grey.
 
 No TensorFlow here: worker processes import this module and nothing heavier, so they start in a
 fraction of a second and print nothing.
 """
+import contextlib
 import multiprocessing
 import os
 
@@ -24,6 +37,12 @@ from errors import UserError
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1,
               cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
               cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB]
+# The file names taken as images from a folder (any letter case): what OpenCV's decoders read. A
+# file named on a command line is tried whatever its name. (.exr, .hdr and .pic hold float pixels,
+# which to_bgr8 refuses: listed, they are reported as unreadable rather than passed over.)
+IMAGE_EXTENSIONS = ('.bmp', '.dib', '.gif', '.jpeg', '.jpg', '.jpe', '.jp2', '.png', '.webp',
+                    '.avif', '.pbm', '.pgm', '.ppm', '.pnm', '.pxm', '.sr', '.ras', '.tiff', '.tif',
+                    '.exr', '.hdr', '.pic')
 # Keep 16-bit depth (we round it ourselves) and drop alpha; EXIF orientation applies.
 DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
 
@@ -49,8 +68,26 @@ def to_bgr8(image):
     raise ImageReadError('unsupported number of channels: %d' % channels)
 
 
+@contextlib.contextmanager
+def quiet():
+    """Inside the block, OpenCV's decoders print nothing of their own (libtiff's and libjpeg's
+    complaints about a damaged file): the caller reports an unreadable file, in one line."""
+    level = cv2.utils.logging.getLogLevel()
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        cv2.utils.logging.setLogLevel(level)
+
+
+def is_image_name(name):
+    """True for a file name with one of IMAGE_EXTENSIONS, in any letter case."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
 def read_bgr8(path):
-    """An image file -> uint8 HxWx3 BGR, or ImageReadError with the reason."""
+    """An image file -> uint8 HxWx3 BGR, or ImageReadError with the reason (rules in the module
+    docstring)."""
     try:
         data = np.fromfile(path, np.uint8)    # works for any path, unlike cv2.imread on Windows
     except OSError as error:
@@ -136,12 +173,8 @@ class Workers:
 
     def map(self, function, paths):
         if self.pool is None:
-            level = cv2.utils.logging.getLogLevel()
-            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-            try:
+            with quiet():
                 yield from map(function, paths)
-            finally:
-                cv2.utils.logging.setLogLevel(level)
         else:
             chunksize = max(1, min(32, len(paths) // (self.workers * 8)))
             yield from self.pool.imap(function, paths, chunksize)

@@ -251,8 +251,6 @@ def check_family(structure):
     return structure
 
 
-# The ImageNet mean per channel, in BGR order like the weights: what bvlc_alexnet's images get.
-MEAN_BGR = (104.0, 117.0, 123.0)
 # Caffe's recipe resizes every image to this square before the centre crop; a mean image is one
 # of this size.
 RESIZE_SIZE = 256

@@ -25,7 +25,6 @@ import dataset_folder
 import images
 import outputdir
 import records
-import setting
 from atomicfile import temporary_path, writing
 from dataset_folder import (LABELS_FILE, SPLIT_FILE, SPLIT_HEADER, SPLITS, Conversion,
                             ConvertError, assign_splits, check_earlier_outputs, existing_outputs,
@@ -44,19 +43,19 @@ def serialize_example(encoded, label, height, width, path, image_format=b'png'):
     return example.SerializeToString(deterministic=True)
 
 
-def convert(data_dir, output_dir, ratios=setting.SPLIT_RATIOS, seed=setting.SPLIT_SEED,
-            workers=setting.CONVERT_WORKERS, overwrite=False, strict=False, progress=True):
-    """Convert DIR/<class>/<image> into records in output_dir; returns a
-    dataset_folder.Conversion.
+def convert(image_dir, output_dir, ratios, seed, workers, overwrite=False, strict=False,
+            progress=True):
+    """Convert IMAGE_DIR/<class>/<image> into records in output_dir with the split `ratios`
+    (train, validation, test) and `seed`; returns a dataset_folder.Conversion.
 
     Raises ConvertError on bad input, before anything is written, and for a failed read or write
     (nothing half-written is left). workers=0: one per CPU core.
     """
-    return write(dataset_folder.plan(data_dir, output_dir, ratios, workers, overwrite), seed,
+    return write(dataset_folder.plan(image_dir, output_dir, ratios, workers, overwrite), seed,
                  strict, progress)
 
 
-def write(plan, seed=setting.SPLIT_SEED, strict=False, progress=True):
+def write(plan, seed, strict=False, progress=True):
     """Convert what dataset_folder.plan() checked; returns a dataset_folder.Conversion."""
     try:
         return _write_plan(plan, seed, strict, progress)
@@ -66,9 +65,10 @@ def write(plan, seed=setting.SPLIT_SEED, strict=False, progress=True):
 
 def _write_plan(plan, seed, strict, progress):
     started = time.perf_counter()
-    data_dir, output_dir, classes, found = plan.data_dir, plan.output_dir, plan.classes, plan.found
+    image_dir, output_dir = plan.image_dir, plan.output_dir
+    classes, found = plan.classes, plan.found
     paths = plan.paths
-    absolute = [os.path.join(data_dir, *rel.split('/')) for rel in paths]
+    absolute = [os.path.join(image_dir, *rel.split('/')) for rel in paths]
     created = not os.path.exists(output_dir)
     lock = outputdir.own(output_dir, '--output-dir')
     temporary, pool = [], None
@@ -107,7 +107,7 @@ def _write_plan(plan, seed, strict, progress):
             try:
                 for path in final:
                     temporary.append(temporary_path(path))
-                _write(data_dir, classes, rows, pool, dict(zip(final, temporary)), hide_bar)
+                _write(image_dir, classes, rows, pool, dict(zip(final, temporary)), hide_bar)
             except BaseException:
                 discard()                   # before the error counts the free space
                 raise
@@ -132,7 +132,7 @@ def _write_plan(plan, seed, strict, progress):
                       files=sorted(final), seconds=time.perf_counter() - started)
 
 
-def _write(data_dir, classes, rows, pool, temporary, hide_bar):
+def _write(image_dir, classes, rows, pool, temporary, hide_bar):
     """Write labels.txt, split.csv and the records of `rows` to the temporary files
     `temporary` ({final path: temporary path})."""
     named = {os.path.basename(final): path for final, path in temporary.items()}
@@ -145,7 +145,7 @@ def _write(data_dir, classes, rows, pool, temporary, hide_bar):
                 writer = csv.writer(f, lineterminator='\n')
                 writer.writerow(SPLIT_HEADER)
                 writer.writerows(rows)
-    results = pool.map(images.encode_image, [os.path.join(data_dir, *row[0].split('/'))
+    results = pool.map(images.encode_image, [os.path.join(image_dir, *row[0].split('/'))
                                              for row in rows])
     bar = tqdm(total=len(rows), desc='writing', unit='img', disable=hide_bar)
     for split in SPLITS:

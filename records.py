@@ -5,6 +5,8 @@ Layout of a converted folder (the converter writes it, everything else reads it)
   validation-*.tfrecord, test-*.tfrecord
   labels.txt                          line i = name of label i
   split.csv                           path,label,split (path relative to the image folder)
+The converted folder is a `records_dir` everywhere in the code (fineturn.py --records-dir); the
+folder of images it was made from is an `image_dir` (convert_tfrecord.py --image-dir).
 
 Record schema (FEATURES):
   image/encoded      bytes   PNG, lossless; decodes to exactly the 8-bit BGR pixels converted
@@ -37,10 +39,11 @@ import os
 import tensorflow as tf
 
 import alexnet
+import class_names
 from dataset_folder import LABELS_FILE, SPLIT_FILE, SPLITS  # noqa: F401 (the folder's layout)
 from errors import UserError
 
-CONVERT_COMMAND = 'python convert_tfrecord.py --data-dir IMAGES --output-dir %s'
+CONVERT_COMMAND = 'python convert_tfrecord.py --image-dir IMAGES --output-dir %s'
 RECONVERT_COMMAND = CONVERT_COMMAND + ' --overwrite'
 FEATURES = {    # feature name -> type, as in tf.io.FixedLenFeature
     'image/encoded': tf.string,
@@ -61,13 +64,12 @@ class RecordsError(UserError):
 # --- the folder ----------------------------------------------------------------------------------
 
 def read_labels(records_dir):
-    """labels.txt -> [class name of label 0, 1, ...]."""
+    """labels.txt -> [class name of label 0, 1, ...] (class_names.read)."""
     path = os.path.join(records_dir, LABELS_FILE)
     if not os.path.isfile(path):
         raise RecordsError('no %s in %s: run %s' % (LABELS_FILE, records_dir,
                                                     CONVERT_COMMAND % records_dir))
-    with open(path, encoding='utf-8') as f:
-        return [line.rstrip('\r\n') for line in f if line.rstrip('\r\n')]
+    return class_names.read(path)
 
 
 def _check_split(split):
@@ -155,10 +157,9 @@ def decode_bgr(encoded):
     return tf.reverse(tf.io.decode_png(encoded, channels=3), axis=[-1])
 
 
-def decode_example(serialized, mean=alexnet.MEAN_BGR, crops=None):
-    """A serialized record -> (image preprocessed with the model's `mean`, label, path), the
-    model's input; with `crops` (alexnet.TEN_CROPS) the image is its stack of crops
-    (alexnet.preprocess_tensor)."""
+def decode_example(serialized, mean, crops=alexnet.CENTRE_CROP):
+    """A serialized record -> (image preprocessed with the model's `mean` and `crops`, label,
+    path): the model's input (alexnet.preprocess_tensor)."""
     features = parse_example(serialized)
     image = alexnet.preprocess_tensor(decode_bgr(features['image/encoded']), mean, crops)
     return image, features['image/class/label'], features['image/path']
@@ -223,9 +224,10 @@ def without_autotune(dataset):
     return dataset.with_options(options)
 
 
-def make_dataset(records_dir, split, mean=alexnet.MEAN_BGR, crops=None):
+def make_dataset(records_dir, split, mean, crops=alexnet.CENTRE_CROP):
     """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
-    [227, 227, 3] preprocessed with the model's `mean` ([len(crops), 227, 227, 3] with `crops`),
+    [227, 227, 3] preprocessed with the model's `mean` ([len(crops), 227, 227, 3] for several
+    `crops`),
     label int64, path string. Decoding runs in a parallel map that keeps the order; the caller
     batches."""
     return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
@@ -233,7 +235,7 @@ def make_dataset(records_dir, split, mean=alexnet.MEAN_BGR, crops=None):
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def training_dataset(records_dir, count, seed, flip, mean=alexnet.MEAN_BGR):
+def training_dataset(records_dir, count, seed, flip, mean):
     """The training split for one epoch: shuffled by `seed` (an int64 scalar tensor), each image
     in the flip variant drawn for its position (shuffle_with_variants)."""
     records = tf.data.TFRecordDataset(record_files(records_dir, 'train'))
@@ -253,7 +255,7 @@ def training_order(count, seed, flip):
     return shuffle_with_variants(tf.data.Dataset.range(count), count, seed, flip).batch(count)
 
 
-def variants_dataset(records_dir, split, variants, mean=alexnet.MEAN_BGR):
+def variants_dataset(records_dir, split, variants, mean):
     """Each image of `split` followed by its other flip variants (variants 0 .. variants-1), for
     feature extraction: unbatched (image, label, path)."""
     def stack(image, label, path):

@@ -1,7 +1,8 @@
 """The test report of a fine-tuning run: confusion matrix, per-class figures, tables and plots.
 
 Everything here is computed from (labels, predictions) alone, so the report can always be checked
-against `predictions.csv`.
+against `predictions.csv`. A report goes in the run dir (the best epoch's, after training) or in
+the folder of an --evaluate (evaluation_dir); read_report reads one back.
 """
 import csv
 import json
@@ -19,6 +20,13 @@ REPORT_FILE = 'test_report.json'
 
 class ReportError(UserError):
     """A test report that cannot be read; the message names the fix."""
+
+
+def evaluation_dir(checkpoint, views):
+    """Where --evaluate writes the report of `checkpoint` (a prefix) averaged over `views` crops:
+    evaluate-<checkpoint>/ (the centre crop) or evaluate-<checkpoint>-10crop/, next to it."""
+    return os.path.join(os.path.dirname(checkpoint), 'evaluate-' + os.path.basename(checkpoint)
+                        + ('-%dcrop' % views if views > 1 else ''))
 
 
 def confusion_matrix(labels, predicted, num_classes):
@@ -51,7 +59,7 @@ def cohen_kappa(matrix):
     return float((observed - chance) / (1 - chance)) if chance < 1 else float('nan')
 
 
-def build_report(classes, labels, predicted, checkpoint, crops=1):
+def build_report(classes, labels, predicted, checkpoint, views=1):
     matrix = confusion_matrix(labels, predicted, len(classes))
     precision, recall, f1, support = per_class(matrix)
     return {
@@ -65,7 +73,7 @@ def build_report(classes, labels, predicted, checkpoint, crops=1):
         'f1': f1.round(6).tolist(),
         'support': support.tolist(),
         'checkpoint': checkpoint,
-        'crops': crops,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
+        'crops': views,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
     }
 
 
@@ -88,13 +96,14 @@ def markdown_table(report):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, crops=1):
-    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png; `crops`
-    is the number of views whose probabilities were averaged per image."""
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, views=1):
+    """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png of the
+    predictions of `checkpoint` (a prefix; recorded relative to out_dir); `views` is the number of
+    crops whose probabilities were averaged per image."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(1)
     confidence = probabilities.max(1)
-    report = build_report(classes, labels, predicted, checkpoint, crops)
+    report = build_report(classes, labels, predicted, os.path.relpath(checkpoint, out_dir), views)
 
     def predictions(f):
         writer = csv.writer(f, lineterminator='\n')
@@ -112,8 +121,8 @@ def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, cro
 
 
 def read_report(out_dir):
-    """The test report that write_report wrote in `out_dir`, or None if there is none; a
-    ReportError if it is damaged."""
+    """The test report in `out_dir` as build_report made it, with 'checkpoint' the normalised path
+    of the checkpoint it tested; None if there is none, a ReportError if it is damaged."""
     path = os.path.join(out_dir, REPORT_FILE)
     try:
         with open(path, encoding='utf-8') as f:
@@ -121,6 +130,8 @@ def read_report(out_dir):
         matrix = np.asarray(report['confusion_matrix'], np.int64)
         if matrix.shape != (len(report['classes']),) * 2 or not 0 <= report['accuracy'] <= 1:
             raise ValueError('its confusion matrix does not fit its classes')
+        report['checkpoint'] = os.path.normpath(os.path.join(out_dir, report['checkpoint']))
+        report.setdefault('crops', 1)                # reports from before ten-crop testing
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -2,8 +2,12 @@
 
 Plain constants, no side effects: edit them here, or override most of them per run with the
 command-line flags of `fineturn.py`, `convert_tfrecord.py` and `validate_alexnet_on_imagenet.py`.
-Model facts that come with the pretrained weights (input size 227, BGR mean) are not knobs: they
-live in `alexnet.py` as IMAGE_SIZE and MEAN_BGR.
+Model facts that come with the pretrained weights are not knobs: the input size (227) lives in
+`netspec.py`, and the mean is the weights file's own (`weights_file.py`: ImageNet's per-channel
+BGR mean, IMAGENET_MEAN_BGR, for bvlc_alexnet).
+
+A training knob is a constant here and one declaration in `knobs.py` (its flag, help and role);
+fineturn.py's parser, the run's Settings and settings.json follow from that declaration.
 """
 import os
 
@@ -11,7 +15,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 # --- paths -------------------------------------------------------------------------------------
 IMAGE_DIR = os.path.join(ROOT, 'UCMerced_LandUse', 'Images')  # <class>/<image> folders to convert
-DATA_DIR = os.path.join(ROOT, 'data')                         # TFRecords, labels.txt, split.csv
+RECORDS_DIR = os.path.join(ROOT, 'data')                      # TFRecords, labels.txt, split.csv
 WEIGHTS_PATH = os.path.join(ROOT, 'weights', 'bvlc_alexnet.npz')  # from python -m caffe_to_npy
 RUNS_DIR = os.path.join(ROOT, 'runs')
 RUN_DIR = os.path.join(RUNS_DIR, 'alexnet-ucmerced')          # checkpoints, metrics, reports

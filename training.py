@@ -1,8 +1,9 @@
-"""A training run's graph and session: what fineturn.py's epoch loop calls.
+"""A training run: the epoch loop (train), and the graph and session it calls.
 
-start(settings) opens the run dir, builds the graph, loads the pretrained weights (or restores the
-last completed epoch) and, when it is exact, fills the feature cache. The Run it returns trains an
-epoch, validates, saves a checkpoint, logs TensorBoard scalars and tests the best epoch.
+train(settings) is fineturn.py's training mode: start(settings) opens the run dir, builds the
+graph, loads the pretrained weights (or restores the last completed epoch) and, when it is exact,
+fills the feature cache; then each epoch the Run it returns trains, validates and saves a
+checkpoint, and the epoch's metrics row is recorded; at the end the best epoch is tested.
 
 Full-graph mode reads images through tf.data into AlexNet from conv1. Cache mode computes the
 frozen layers once per image and flip variant (the feature cache) and trains the layers above them
@@ -12,6 +13,7 @@ and keep every layer in their checkpoints, so their checkpoints interchange.
 import collections
 import math
 import os
+import signal
 import sys
 import time
 
@@ -21,6 +23,7 @@ from tqdm import tqdm
 
 import alexnet
 import atomicfile
+import checkpoints
 import evaluation
 import feature_cache
 import graph
@@ -28,6 +31,7 @@ import netspec
 import records
 import report
 import rundir
+from console import log, warn
 from errors import UserError
 from rundir import RunError
 
@@ -35,14 +39,6 @@ tf1 = tf.compat.v1
 
 EpochResult = collections.namedtuple('EpochResult', 'loss accuracy images_per_second '
                                                     'learning_rate')
-
-
-def log(message):
-    print(message, flush=True)
-
-
-def warn(message):
-    print('warning: %s' % message, file=sys.stderr, flush=True)
 
 
 def progress(total, desc):
@@ -93,7 +89,7 @@ def read_pretrained(settings, num_classes):
     if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != num_classes:
         raise RunError('%s has %d classes in fc8 but labels.txt in %s has %d: add fc8 to '
                        '--skip-layers (SKIP_LAYERS in setting.py) to replace it'
-                       % (settings.weights, fc8.shape[-1], settings.data_dir, num_classes))
+                       % (settings.weights, fc8.shape[-1], settings.records_dir, num_classes))
     return weights
 
 
@@ -106,7 +102,7 @@ class TrainingGraph:
         self.structure, self.cached = structure, cached
         self.boundary_layer = lowest_trained(settings.train_layers)
         self.variants = split_variants(settings)
-        data_dir, side = settings.data_dir, structure.input_size
+        records_dir, side = settings.records_dir, structure.input_size
         self.graph = tf1.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(settings.seed)
@@ -124,8 +120,9 @@ class TrainingGraph:
                     records.without_autotune(dataset.batch(batch).prefetch(2)))
 
             self.train_init = initializer(records.training_dataset(
-                data_dir, train_count, self.epoch_seed, settings.flip, mean), settings.batch_size)
-            self.eval_init = {split: initializer(records.make_dataset(data_dir, split, mean),
+                records_dir, train_count, self.epoch_seed, settings.flip, mean),
+                settings.batch_size)
+            self.eval_init = {split: initializer(records.make_dataset(records_dir, split, mean),
                                                  graph.EVAL_BATCH)
                               for split in ('validation', 'test')}
             images, self.iterator_labels, self.paths = self.iterator.get_next()
@@ -133,7 +130,8 @@ class TrainingGraph:
             if cached:
                 self.features = graph.features(images, structure, self.boundary_layer)
                 self.extract_init = {
-                    split: initializer(records.variants_dataset(data_dir, split, variants, mean),
+                    split: initializer(records.variants_dataset(records_dir, split, variants,
+                                                                mean),
                                        graph.EVAL_BATCH)
                     for split, variants in self.variants.items()}
                 order = tf1.data.make_initializable_iterator(records.without_autotune(
@@ -150,11 +148,10 @@ class TrainingGraph:
                 logits, self.probabilities = graph.classifier(images, structure, self.keep_prob)
 
             self.scores = graph.scores(logits, self.labels)
-            recipe = graph.Recipe(tuple(settings.train_layers), settings.learning_rate,
-                                  settings.lr_decay, settings.weight_decay, settings.lr_mult)
             self.train_op, self.learning_rate = graph.train_op(
-                self.scores.mean_loss, recipe, math.ceil(train_count / settings.batch_size),
-                self.graph)
+                self.scores.mean_loss, self.graph, math.ceil(train_count / settings.batch_size),
+                settings.train_layers, settings.learning_rate, settings.lr_decay,
+                settings.weight_decay, settings.lr_mult)
             layers = alexnet.graph_layers(self.graph)
             self.others_init = tf1.variables_initializer(
                 [v for v in tf1.global_variables() if v.op.name.split('/')[0] not in layers])
@@ -166,15 +163,15 @@ def start(settings):
     """Open the run of `settings`: its inputs, its run dir (resuming after its completed epochs)
     and its graph and session, ready to train -> Run."""
     log('settings: ' + ', '.join('%s=%s' % item for item in settings.saved().items()))
-    classes, counts = records.read_inputs(settings.data_dir)
+    classes, counts = records.read_inputs(settings.records_dir)
     log('data: %d classes; %d train, %d validation, %d test images in %s'
         % (len(classes), counts['train'], counts['validation'], counts['test'],
-           settings.data_dir))
+           settings.records_dir))
     lock, rows = rundir.open_run(settings, log)
     try:
         if rows:   # resuming: the checkpoints hold the weights, the run dir the model
             weights = None
-            description = recorded_model(settings.run_dir, classes, settings.data_dir)
+            description = recorded_model(settings.run_dir, classes, settings.records_dir)
         else:
             weights = read_pretrained(settings, len(classes))
             description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
@@ -183,8 +180,9 @@ def start(settings):
         cached, why = cache_decision(settings, description.structure)
         cache_size = sum(feature_cache.file_size(shape) for shape in cache_shapes(
             settings, counts, description.structure).values()) if cached else 0
-        warning = rundir.space_warning(settings.run_dir, settings, len(rows),
-                                       rundir.checkpoint_bytes(len(classes)), cache_size)
+        warning = checkpoints.space_warning(settings.run_dir, settings.epochs,
+                                            settings.keep_checkpoints, len(rows),
+                                            checkpoints.size(len(classes)), cache_size)
         if warning:
             warn(warning)
         log(why)
@@ -194,13 +192,13 @@ def start(settings):
         raise
 
 
-def recorded_model(run_dir, classes, data_dir):
+def recorded_model(run_dir, classes, records_dir):
     """The model a run dir records; a RunError if its classes are not those of the records."""
     recorded = rundir.recorded_model(run_dir, classes)
     if recorded.classes != classes:
         raise RunError('%s was trained on other classes than labels.txt in %s lists (%d then, %d '
                        'now): use a new --run-dir, or the records it was trained on'
-                       % (run_dir, data_dir, len(recorded.classes), len(classes)))
+                       % (run_dir, records_dir, len(recorded.classes), len(classes)))
     return recorded
 
 
@@ -223,11 +221,13 @@ class Run:
                                                      self.model.graph if not rows else None)
             self.session = tf1.Session(graph=self.model.graph)
             if rows:
-                self.rows = rundir.resume(run_dir, rows, self._restore_or_why, warn)
+                self.rows = checkpoints.resume(
+                    run_dir, rows, lambda prefix: checkpoints.restore_or_why(
+                        self.session, self.model.saver, prefix), warn)
             done = len(self.rows)
             if done:
                 log('resuming %s after epoch %d of %d (from %s)' % (
-                    run_dir, done, settings.epochs, rundir.checkpoint_path(run_dir, done)))
+                    run_dir, done, settings.epochs, checkpoints.path(run_dir, done)))
             else:
                 weights = weights or read_pretrained(settings, len(self.classes))
                 loaded = alexnet.load_weights(self.session, weights,
@@ -285,7 +285,7 @@ class Run:
                       model.keep_prob: settings.keep_prob} for i in range(0, count, batch))
         fetches = [model.train_op, model.scores.loss_sum, model.scores.correct, model.scores.count]
         with progress(count, 'epoch %d/%d' % (epoch, settings.epochs)) as bar, \
-                records.reading(settings.data_dir, 'train'):
+                records.reading(settings.records_dir, 'train'):
             for step, feed in enumerate(feeds, start=1):
                 try:
                     _, loss_sum, correct, seen = session.run(fetches, feed)
@@ -320,7 +320,7 @@ class Run:
         model = self.model
         fetches = [model.scores.loss_sum, model.scores.correct, model.probabilities]
         if self.cache is None:
-            with records.reading(self.settings.data_dir, split):
+            with records.reading(self.settings.records_dir, split):
                 self.session.run(model.eval_init[split])
                 results = graph.batches(self.session, fetches + [model.labels, model.paths])
         else:
@@ -333,7 +333,7 @@ class Run:
                                + [labels[part], paths[part]])
         result = graph.summarize(results)
         if result is None:
-            raise RunError('no %s images in %s' % (split, self.settings.data_dir))
+            raise RunError('no %s images in %s' % (split, self.settings.records_dir))
         return result
 
     def validate(self, epoch):
@@ -348,36 +348,26 @@ class Run:
         """Save the checkpoint of `epoch`. If that fails (a full disk: TensorFlow's own errors
         become a WriteError), the epoch's files and TensorFlow's temporary files are removed."""
         run_dir = self.settings.run_dir
-        prefix = rundir.checkpoint_path(run_dir, epoch)
+        prefix = checkpoints.path(run_dir, epoch)
         with atomicfile.writing(prefix, 'the checkpoint of epoch %d' % epoch,
-                                needed=rundir.checkpoint_bytes(len(self.classes)),
+                                needed=checkpoints.size(len(self.classes)),
                                 also=(tf.errors.OpError,)):
             try:
                 with self.model.graph.as_default():   # a Saver outside its graph works eagerly
                     self.model.saver.save(self.session, prefix, write_meta_graph=True,
                                           write_state=True)
             except BaseException:
-                rundir.remove_checkpoint(run_dir, epoch)
+                checkpoints.remove(run_dir, epoch)
                 atomicfile.remove_orphans(run_dir, held=True)   # ours alone: we hold the run dir
                 raise
 
-    def restore(self, checkpoint):
-        with self.model.graph.as_default():
-            self.model.saver.restore(self.session, checkpoint)
-
-    def _restore_or_why(self, checkpoint):
-        """Restore `checkpoint` -> None, or why it can't: its files are damaged. A checkpoint that
-        reads but doesn't fit the graph is a RunError."""
-        try:
-            self.restore(checkpoint)
-            return None
-        except (tf.errors.OpError, ValueError) as error:
-            damage = evaluation.checkpoint_damage(checkpoint)
-            if damage is not None:
-                return damage
-            raise RunError('%s does not fit this run (%s): was it made with other layers or '
-                           'classes? Use a new --run-dir'
-                           % (checkpoint, str(error).strip().splitlines()[0])) from None
+    def record(self, epoch, trained, validated, seconds):
+        """Record the metrics row of `epoch` (saved) in metrics.csv, then prune old checkpoints."""
+        run_dir = self.settings.run_dir
+        self.rows.append(rundir.metrics_row(
+            epoch, trained.loss, trained.accuracy, validated.loss, validated.accuracy,
+            trained.learning_rate, seconds, checkpoints.path(run_dir, epoch)))
+        checkpoints.record_epoch(run_dir, self.rows, self.settings.keep_checkpoints)
 
     def log_scalars(self, epoch, values):
         """TensorBoard scalars of an epoch: {tag: value}."""
@@ -391,8 +381,8 @@ class Run:
     def test(self, best):
         """Restore the epoch of metrics row `best` and write the test report and the curves."""
         run_dir = self.settings.run_dir
-        checkpoint = rundir.checkpoint_path(run_dir, int(best['epoch']))
-        self.restore(checkpoint)
+        checkpoint = checkpoints.path(run_dir, int(best['epoch']))
+        checkpoints.restore(self.session, self.model.saver, checkpoint)
         result = evaluation.write_test_report(run_dir, self.classes, self.evaluate('test'),
                                               checkpoint)
         report.plot_curves(os.path.join(run_dir, 'curves.png'), self.rows)
@@ -409,7 +399,7 @@ class Run:
         cache_dir = os.path.join(settings.run_dir, rundir.CACHE_DIR)
         cache, files = {}, []
         for split, shape in cache_shapes(settings, self.counts, structure).items():
-            inputs = records.record_files(settings.data_dir, split) + [settings.weights]
+            inputs = records.record_files(settings.records_dir, split) + [settings.weights]
             key = feature_cache.cache_key(inputs, boundary=model.boundary_layer,
                                           variants=shape[1], random_layers=random_below,
                                           seed=settings.seed if random_below else None)
@@ -432,7 +422,7 @@ class Run:
         model = self.model
         self.session.run(model.extract_init[split])
         with progress(self.counts[split] * variants, 'features %s' % split) as bar, \
-                records.reading(self.settings.data_dir, split):
+                records.reading(self.settings.records_dir, split):
             while True:
                 try:
                     features, labels, paths = self.session.run(
@@ -442,3 +432,65 @@ class Run:
                 bar.update(len(features))
                 yield (features.reshape((-1, variants) + shape), labels[::variants],
                        paths[::variants])
+
+
+# --- the epoch loop ------------------------------------------------------------------------------
+
+class Interrupt:
+    """First Ctrl-C: stop after the current step. Second: stop now."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print('\nstopping after this step (Ctrl-C again to stop now)', file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+
+
+def train(settings):
+    """Train a run of `settings`: an epoch at a time, train, validate, save, record, log; then
+    test the best epoch. Returns the exit status."""
+    with start(settings) as run:
+        return epochs(settings, run)
+
+
+def epochs(settings, run):
+    """The epoch loop on a Run, from the epoch after its last completed one."""
+    with Interrupt() as interrupt:
+        for epoch in range(len(run.rows) + 1, settings.epochs + 1):
+            started = time.time()
+            trained = run.train_epoch(epoch, interrupt)
+            if trained is None:
+                log('interrupted during epoch %d: nothing of it was saved. Rerun the same command '
+                    'to resume after epoch %d.' % (epoch, epoch - 1))
+                return 130
+            validated = run.validate(epoch)
+            run.save(epoch)
+            run.record(epoch, trained, validated, time.time() - started)
+            run.log_scalars(epoch, {'loss/train': trained.loss, 'loss/validation': validated.loss,
+                                    'accuracy/train': trained.accuracy,
+                                    'accuracy/validation': validated.accuracy,
+                                    'learning_rate': trained.learning_rate})
+            log('epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | '
+                '%.0f img/s | %.1f s' % (epoch, settings.epochs, trained.loss, trained.accuracy,
+                                          validated.loss, validated.accuracy,
+                                          trained.learning_rate, trained.images_per_second,
+                                          time.time() - started))
+            if interrupt.requested:
+                log('stopped after epoch %d. Rerun the same command to resume.' % epoch)
+                return 130
+    best = checkpoints.write_best(settings.run_dir, run.rows)
+    result = run.test(best)
+    log(' * best epoch %d (val acc %.4f)  test Acc@1 %.4f (%d/%d)  report: %s'
+        % (int(best['epoch']), float(best['val_accuracy']), result['accuracy'], result['correct'],
+           result['total'], os.path.join(settings.run_dir, 'test_report.md')))
+    return 0

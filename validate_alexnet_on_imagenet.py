@@ -7,12 +7,13 @@ Prints each image's top-k ImageNet classes with their probabilities. Directories
 the image files below them (sorted); with no images given, matplotlib's sample photo
 grace_hopper.jpg is classified. This file is the command line; classifying, its inputs and its
 outputs live in classify.py, shared with `fineturn.py --predict` (and usable from Python, see
-there). Images go through alexnet.load_image, the one preprocessing shared with
-`caffe_to_npy --verify`.
+there). Images go through alexnet.load_image, the one reader and preprocessing shared with
+`fineturn.py --predict`, the records and `caffe_to_npy --verify`.
 
 Class names: those of --labels FILE, else those stored in the weights file (python -m caffe_to_npy
-... --labels FILE), else, for a 1000-class model, data/imagenet_classes.txt, one line per class
-in Caffe's order (the sorted WNIDs of
+... --labels FILE), else, for a 1000-class model, data/imagenet_classes.txt (each read by
+class_names.read, as every class-name file), one line per class in Caffe's order (the sorted
+WNIDs of
 ILSVRC-2012, i.e. the order of Caffe's synset_words.txt). Each line is the comma-separated WordNet
 lemma list, i.e. synset_words.txt without the WNID ("tench, Tinca tinca"); the figure shows the
 first lemma. Two classes share the name "crane" (the bird, line 135, and the machine, line 518),
@@ -21,11 +22,9 @@ timm/data/_info/imagenet_synsets.txt gives the 1000 WNIDs in order and
 timm/data/_info/imagenet_synset_to_lemma.txt maps each WNID to its lemma list.
 """
 import argparse
-import os
 import sys
 
-import matplotlib.cbook
-
+import class_names
 import environment
 import setting
 import weights_file
@@ -38,25 +37,13 @@ class ValidateError(UserError):
     """A user mistake (wrong weights, unreadable class names); the message says what to do."""
 
 
-def read_class_names(path=setting.IMAGENET_CLASSES):
-    """The class names, one per line, in the weights' fc8 order."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            names = f.read().splitlines()
-    except OSError as error:
-        raise ValidateError('cannot read the class names %s (%s)' % (path, error.strerror)) from None
-    if not names or not all(name.strip() for name in names):
-        raise ValidateError('%s: expected one non-empty class name per line' % path)
-    return names
-
-
-def class_names(weights_path, weights, labels_path=None):
+def model_class_names(weights_path, weights, labels_path=None):
     """The names of the classes of `weights` (read from `weights_path`): those of the file
     `labels_path`, else the weights file's own, else ImageNet's for a 1000-class model; a
     ValidateError that says how to name them otherwise."""
     classes = weights.structure.num_classes
     if labels_path:
-        names = read_class_names(labels_path)
+        names = class_names.read(labels_path)
         if len(names) != classes:
             raise ValidateError('%s names %d classes but %s has %d outputs in fc8: give one class '
                                 'name per output' % (labels_path, len(names), weights_path,
@@ -64,7 +51,7 @@ def class_names(weights_path, weights, labels_path=None):
         return names
     if weights.labels:
         return weights.labels
-    names = read_class_names()
+    names = class_names.read(setting.IMAGENET_CLASSES)
     if len(names) != classes:
         raise ValidateError(
             '%s has %d classes in fc8 and no class names (%s names the %d ImageNet classes): '
@@ -72,11 +59,6 @@ def class_names(weights_path, weights, labels_path=None):
             '--labels FILE' % (weights_path, classes, setting.IMAGENET_CLASSES, len(names),
                                weights_file.CONVERT_COMMAND % weights_path))
     return names
-
-
-def sample_image():
-    """Path of matplotlib's sample photo grace_hopper.jpg (a real photo that ships with a dependency)."""
-    return os.fspath(matplotlib.cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -131,11 +113,11 @@ def main(argv=None):
         if args.inputs:
             paths = classify.input_paths(args.inputs)
         else:
-            paths = [sample_image()]
+            paths = [classify.sample_photo()]
             print("no images given: classifying matplotlib's sample photo %s" % paths[0])
         weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
         classes = weights.structure.num_classes
-        names = class_names(args.weights, weights, args.labels)
+        names = model_class_names(args.weights, weights, args.labels)
         print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
               % (args.weights, classes, len(paths), args.top_k, args.batch_size))
         with classify.from_weights(weights) as classifier:

@@ -10,7 +10,13 @@ only meta/ entry is
   meta/outside_family               why it is not of the family (netspec.check_family's answer)
 so that everything here that builds a network refuses the file in one line (require_family).
 A file without meta/ entries (written before they existed, or a legacy pickled `.npy` of older
-ports, dict of dicts or dict of [W, b] lists) means bvlc_alexnet with the ImageNet mean.
+ports, dict of dicts or dict of [W, b] lists) means bvlc_alexnet with the ImageNet mean
+(undescribed).
+
+The mean is at home here: IMAGENET_MEAN_BGR, the one place its values are written (the default of
+the converter's --mean-values and what a file without a description means), mean_array, its one
+check, and describe_mean, its one description. Everything else takes the model's mean as a
+required argument, so a mean image (CaffeNet, Places) is never silently replaced by ImageNet's.
 
 No TensorFlow here: the converter writes these files and alexnet.py feeds them into a graph.
 """
@@ -30,6 +36,10 @@ LABELS_KEY = 'meta/labels'
 OUTSIDE_FAMILY_KEY = 'meta/outside_family'
 META_PREFIX = 'meta/'
 
+# The ImageNet mean per channel, in BGR order like the weights: what bvlc_alexnet's images get
+# (the per-channel values of its 256x256 mean image, 104.01 116.67 122.68, rounded).
+IMAGENET_MEAN_BGR = (104.0, 117.0, 123.0)
+
 _NPY_MAGIC, _ZIP_MAGIC, _PICKLE_MAGIC = b'\x93NUMPY', b'PK\x03\x04', b'\x80'
 CONVERT_COMMAND = 'python -m caffe_to_npy deploy.prototxt model.caffemodel %s'
 
@@ -43,14 +53,21 @@ class Weights(dict):
     description: `structure` (netspec.Structure), `mean` (3 BGR values or a 256x256x3 BGR
     image) and `labels` (the class names, or None)."""
 
-    def __init__(self, layers, structure=None, mean=netspec.MEAN_BGR, labels=None):
+    def __init__(self, layers, structure, mean, labels):
         super().__init__(layers)
-        if structure is None:
-            fc8 = self.get('fc8', {}).get('biases')
-            classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim else None
-            structure = netspec.BVLC_ALEXNET.with_classes(classes or 1000)
         self.structure, self.mean, self.labels = structure, mean, labels
 
+
+def undescribed(layers):
+    """The Weights of arrays without a description (a file from before descriptions, a pickled
+    .npy, a plain dict of layers): bvlc_alexnet with fc8's class count and the ImageNet mean."""
+    fc8 = layers.get('fc8', {}).get('biases')
+    classes = int(fc8.shape[0]) if fc8 is not None and fc8.ndim else None
+    return Weights(layers, netspec.BVLC_ALEXNET.with_classes(classes or 1000), IMAGENET_MEAN_BGR,
+                   None)
+
+
+# --- the mean ------------------------------------------------------------------------------------
 
 def mean_array(mean):
     """A mean as float32: (3,) BGR values or a (256, 256, 3) BGR image; ValueError otherwise."""
@@ -60,6 +77,16 @@ def mean_array(mean):
         raise ValueError('a mean is 3 BGR values or a 256x256x3 BGR image of finite numbers, '
                          'got shape %s' % (mean.shape,))
     return mean
+
+
+def describe_mean(mean):
+    """One line for the logs: 'mean values B 104 G 117 R 123', or for a mean image its size and
+    per-channel average."""
+    mean = mean_array(mean)
+    if mean.ndim == 1:
+        return 'mean values B %g G %g R %g' % tuple(mean)
+    return 'mean image %dx%d (per channel on average B %.2f G %.2f R %.2f)' % (
+        (mean.shape[0], mean.shape[1]) + tuple(mean.reshape(-1, 3).mean(0)))
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -82,7 +109,7 @@ def read(path, allow_pickle=False):
             '%s is a pickled .npy: loading it runs code stored in the file. Convert the Caffe model '
             'to .npz with `python -m caffe_to_npy`, or, if you trust where this file comes from, '
             'pass --allow-pickle' % path)
-    return Weights(_read_pickled(path))
+    return undescribed(_read_pickled(path))
 
 
 def _magic(path):
@@ -146,7 +173,7 @@ def _described(path, layers, meta):
     if unknown:
         raise WeightsError('%s: unexpected key(s) %s' % (path, ', '.join(unknown)))
     if not meta:
-        return Weights(layers)
+        return undescribed(layers)
     try:
         structure = netspec.check_family(netspec.Structure.from_json(str(meta[STRUCTURE_KEY])))
         mean = mean_array(meta[MEAN_KEY])
@@ -188,7 +215,7 @@ def _read_pickled(path):
 
 # --- writing -------------------------------------------------------------------------------------
 
-def description(structure, mean=netspec.MEAN_BGR, labels=None):
+def description(structure, mean, labels=None):
     """{key: array} of the meta/ entries for a model."""
     meta = {STRUCTURE_KEY: np.array(structure.to_json()), MEAN_KEY: mean_array(mean)}
     if labels is not None:

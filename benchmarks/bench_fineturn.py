@@ -46,8 +46,10 @@ import fineturn  # noqa: E402
 import netspec  # noqa: E402
 import record_writer  # noqa: E402
 import records  # noqa: E402
+import setting  # noqa: E402
 import synthetic_dataset  # noqa: E402
 import training  # noqa: E402
+import weights_file  # noqa: E402
 from caffe_to_npy import convert_file, synthetic  # noqa: E402
 
 tf1 = tf.compat.v1
@@ -125,17 +127,17 @@ def forward_speeds(repeats):
     return speeds
 
 
-def fineturn_settings(data_dir, weights, run_dir, *extra):
+def fineturn_settings(records_dir, weights, run_dir, *extra):
     return fineturn.settings_from(fineturn.parse_args(
-        ['--data-dir', data_dir, '--weights', weights, '--run-dir', run_dir,
+        ['--records-dir', records_dir, '--weights', weights, '--run-dir', run_dir,
          '--batch-size', str(BATCH)] + list(extra)))
 
 
 def loaded_model(settings, cached):
     """training.TrainingGraph for `settings` in a session, weights loaded as a run loads them."""
-    classes, counts = records.read_inputs(settings.data_dir)
+    classes, counts = records.read_inputs(settings.records_dir)
     model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(len(classes)),
-                                   alexnet.MEAN_BGR, counts['train'], cached)
+                                   weights_file.IMAGENET_MEAN_BGR, counts['train'], cached)
     session = tf1.Session(graph=model.graph)
     alexnet.load_weights(session, training.read_pretrained(settings, len(classes)),
                          skip_layers=settings.skip_layers)
@@ -246,9 +248,9 @@ def full_graph_input(settings, epochs=1):
 
 # --- 5. fineturn.py end to end ---------------------------------------------------------------------
 
-def run_fineturn(work, data_dir, weights, name, epochs, flip, cache):
+def run_fineturn(work, records_dir, weights, name, epochs, flip, cache):
     run_dir = os.path.join(work, 'runs', name)
-    command = [sys.executable, os.path.join(ROOT, 'fineturn.py'), '--data-dir', data_dir,
+    command = [sys.executable, os.path.join(ROOT, 'fineturn.py'), '--records-dir', records_dir,
                '--weights', weights, '--run-dir', run_dir, '--epochs', str(epochs),
                '--batch-size', str(BATCH)]
     command += [] if flip else ['--no-flip']
@@ -274,16 +276,17 @@ def make_inputs(work, per_class):
     folder = synthetic_dataset.make_dataset_folder(
         os.path.join(work, 'images'), num_classes=CLASSES, per_class=per_class, size=256,
         quirks=False)
-    data_dir = os.path.join(work, 'records')
-    record_writer.convert(folder.root, data_dir, overwrite=True, progress=False)
+    records_dir = os.path.join(work, 'records')
+    record_writer.convert(folder.root, records_dir, setting.SPLIT_RATIOS, setting.SPLIT_SEED,
+                          setting.CONVERT_WORKERS, overwrite=True, progress=False)
     shutil.rmtree(folder.root)
     caffe_dir = os.path.join(work, 'caffe')
     os.makedirs(caffe_dir)
     prototxt, caffemodel = synthetic.write_alexnet(caffe_dir, seed=0, fmt='v1')
     weights = os.path.join(work, 'bvlc_alexnet.npz')
-    convert_file(prototxt, caffemodel, weights)
+    convert_file(prototxt, caffemodel, weights, mean=weights_file.IMAGENET_MEAN_BGR)
     shutil.rmtree(caffe_dir)
-    return data_dir, weights
+    return records_dir, weights
 
 
 def main(argv=None):
@@ -310,7 +313,7 @@ def main(argv=None):
             % (os.cpu_count(), load(), os.environ.get('TF_ENABLE_ONEDNN_OPTS'),
                '  (QUICK: figures not meaningful)' if args.quick else ''))
         started = time.perf_counter()
-        data_dir, weights = make_inputs(work, per_class)
+        records_dir, weights = make_inputs(work, per_class)
         say('inputs: %d classes x %d images 256x256 -> TFRecords, generated V1 Caffe AlexNet -> '
             '.npz (%.0f s)' % (CLASSES, per_class, time.perf_counter() - started))
 
@@ -322,7 +325,7 @@ def main(argv=None):
         say('\n== 2. graph speeds, in-memory inputs (%s)' % load())
         for name, speed in forward_speeds(repeats).items():
             say('%-45s %6.1f img/s' % (name, speed))
-        recipe = fineturn_settings(data_dir, weights, os.path.join(work, 'scratch'))
+        recipe = fineturn_settings(records_dir, weights, os.path.join(work, 'scratch'))
         step, ops = head_step(recipe, repeats * 2)
         say('%-45s %6.1f img/s  (%.1f ms/step; fineturn train_op, keep_prob %.1f)'
             % ('head fc6-fc8 training step, batch %d' % BATCH, BATCH / step, step * 1e3,
@@ -361,7 +364,7 @@ def main(argv=None):
         for flip in (True, False):
             for cache in (False, True):
                 name = '%s-%s' % ('flip' if flip else 'no-flip', 'cache' if cache else 'full')
-                results[name] = result = run_fineturn(work, data_dir, weights, name, epochs,
+                results[name] = result = run_fineturn(work, records_dir, weights, name, epochs,
                                                       flip, cache)
                 say('%-14s %7.1f s  (epochs %6.1f s, setup + features + test %5.1f s)  '
                     'test acc %.3f  [%s before]'

@@ -28,7 +28,9 @@ environment.load_tensorflow()   # the import boundary (the inputs are made in th
 import numpy as np  # noqa: E402
 
 import record_writer  # noqa: E402
+import setting  # noqa: E402
 import synthetic_dataset  # noqa: E402
+import weights_file  # noqa: E402
 from caffe_to_npy import convert_file, synthetic  # noqa: E402
 
 EPOCH_LINE = re.compile(r'epoch 1/1 .*\| ([\d.]+) img/s \| ([\d.]+) s')
@@ -37,11 +39,12 @@ EPOCH_LINE = re.compile(r'epoch 1/1 .*\| ([\d.]+) img/s \| ([\d.]+) s')
 def make_inputs(work, per_class):
     folder = synthetic_dataset.make_dataset_folder(os.path.join(work, 'images'), num_classes=21,
                                                    per_class=per_class, quirks=False)
-    data_dir = os.path.join(work, 'records')
-    record_writer.convert(folder.root, data_dir, progress=False)
+    records_dir = os.path.join(work, 'records')
+    record_writer.convert(folder.root, records_dir, setting.SPLIT_RATIOS, setting.SPLIT_SEED,
+                          setting.CONVERT_WORKERS, progress=False)
     prototxt, caffemodel = synthetic.write_alexnet(work, seed=0, fmt='v1')
     converted = os.path.join(work, 'converted.npz')
-    convert_file(prototxt, caffemodel, converted)
+    convert_file(prototxt, caffemodel, converted, mean=weights_file.IMAGENET_MEAN_BGR)
     os.remove(caffemodel)
     # arrays only, without the model's description (meta/...), which revisions from before it
     # existed refuse; every revision reads such a file as bvlc_alexnet
@@ -49,12 +52,13 @@ def make_inputs(work, per_class):
     with np.load(converted) as data:
         np.savez(weights, **{key: data[key] for key in data.files if not key.startswith('meta/')})
     os.remove(converted)
-    return data_dir, weights
+    return records_dir, weights
 
 
-def one_epoch(code, data_dir, weights, run_dir, cache):
+def one_epoch(code, records_dir, weights, run_dir, cache):
     """(training images/s, epoch seconds) of `python fineturn.py --epochs 1` in checkout `code`."""
-    command = [sys.executable, os.path.join(code, 'fineturn.py'), '--data-dir', data_dir,
+    # --data-dir: every revision knows it (later ones as an alias of --records-dir)
+    command = [sys.executable, os.path.join(code, 'fineturn.py'), '--data-dir', records_dir,
                '--weights', weights, '--run-dir', run_dir, '--epochs', '1']
     if not cache:
         command.append('--no-cache')
@@ -81,7 +85,7 @@ def main(argv=None):
         for path, revision in checkouts:
             subprocess.run(['git', '-C', ROOT, 'worktree', 'add', '--detach', path, revision],
                            check=True, capture_output=True)
-        data_dir, weights = make_inputs(work, args.per_class)
+        records_dir, weights = make_inputs(work, args.per_class)
         print('base %s vs %s; %d images per class; load %s'
               % (args.base, args.head or 'this checkout', args.per_class,
                  ' '.join('%.2f' % x for x in os.getloadavg())))
@@ -89,7 +93,7 @@ def main(argv=None):
         for round_ in range(1, args.rounds + 1):
             for name, code in (('base', base), ('current', head)):
                 for mode in ('cache', 'full'):
-                    speed, seconds = one_epoch(code, data_dir, weights,
+                    speed, seconds = one_epoch(code, records_dir, weights,
                                                os.path.join(work, 'run'), mode == 'cache')
                     runs[name, mode].append((speed, seconds))
                     print('round %d %-7s %-5s %7.1f img/s  epoch %6.1f s'

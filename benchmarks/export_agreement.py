@@ -5,11 +5,11 @@
 Exports the run's best checkpoint to a temporary folder and loads it back with
 tf.saved_model.load. Each image of IMAGE_DIR is resized with OpenCV (INTER_AREA) to each size and
 written as PNG; then, per size, it compares:
-  - input: the network's input after preprocessing, TF's bilinear resize (inside the export)
-    against OpenCV's INTER_LINEAR (--predict), largest absolute difference in pixel levels;
+  - input: the network's input after preprocessing, inside the export (alexnet.preprocess_tensor
+    in its graph) against --predict's (alexnet.load_image of the PNG), largest absolute
+    difference in pixel levels: both are the one preprocessing, so 0 at every size;
   - probabilities: the export's serving_default against --predict's, largest absolute difference;
   - top-1: the fraction of images where both give the same class.
-On 256x256 images the resize is the identity in both, so they agree to float rounding.
 """
 import argparse
 import os
@@ -43,8 +43,10 @@ def main():
     environment.load_tensorflow()   # the import boundary: TensorFlow loads after the flags
     import tensorflow as tf
     import alexnet
+    import checkpoints
     import classify
     import export
+    import images
     import predict
     paths = classify.expand_inputs([args.images])[0][:args.limit]
     work = tempfile.mkdtemp(prefix='export_agreement-')
@@ -52,7 +54,7 @@ def main():
         out_dir = os.path.join(work, 'export')
         export.export(out_dir, args.run_dir)
         exported = tf.saved_model.load(out_dir).signatures['serving_default']
-        prefix, model = predict.open_model(args.run_dir)
+        prefix, model = checkpoints.open_model(args.run_dir)
         print('%d images of %s; model %s' % (len(paths), args.images, prefix))
         print('%-9s %12s %14s %8s' % ('size', 'input diff', 'prob diff', 'top-1'))
         with predict.checkpoint_classifier(prefix, model) as classifier:
@@ -61,16 +63,16 @@ def main():
                 os.makedirs(folder)
                 resized = []
                 for i, path in enumerate(paths):
-                    image = cv2.resize(alexnet.read_bgr(path), (width, height),
+                    image = cv2.resize(images.read_bgr8(path), (width, height),
                                        interpolation=cv2.INTER_AREA)
                     resized.append(os.path.join(folder, '%04d.png' % i))
                     cv2.imwrite(resized[-1], image)
                 ours = classify.classify(resized, classifier).probs
                 pixels = np.stack([cv2.imread(p) for p in resized])
                 theirs = exported(images=tf.constant(pixels[..., ::-1]))['probabilities'].numpy()
-                inputs = max(np.abs(alexnet.preprocess(image, model.mean)
+                inputs = max(np.abs(alexnet.load_image(path, model.mean)
                                     - alexnet.preprocess_tensor(image, model.mean).numpy()).max()
-                             for image in pixels)
+                             for path, image in zip(resized, pixels))
                 print('%-9s %12.4f %14.2e %7.1f%%' % (
                     '%dx%d' % (width, height), inputs, np.abs(ours - theirs).max(),
                     100 * np.mean(ours.argmax(1) == theirs.argmax(1))), flush=True)

@@ -4,7 +4,8 @@
 
 Public API:
     convert(prototxt, caffemodel) -> {layer: {'weights', 'biases'}}   (in memory)
-    convert_file(prototxt, caffemodel, out_path, legacy_npy=False) -> Summary   (atomic write)
+    convert_file(prototxt, caffemodel, out_path, legacy_npy=False, *, mean, labels=None)
+                         -> Summary   (atomic write; `mean` None outside the AlexNet family)
     Net(prototxt)        the prototxt's structure with inferred blob shapes
     ConversionError      every bad-input error
     compare.verify(prototxt, caffemodel, weights_path, image_paths) -> dict   (OpenCV's Caffe vs

@@ -4,13 +4,14 @@ import argparse
 import os
 import sys
 
+import class_names
 import environment
+import weights_file
 from atomicfile import remove_orphans
 from errors import UserError
 
 from . import TOLERANCE
-from .converter import (Net, convert_file, describe_mean, describe_structure, read_labels,
-                        read_mean, structure_of)
+from .converter import Net, convert_file, describe_structure, read_mean, structure_of
 from .errors import ConversionError
 
 # The exit statuses of every command: 0 done, 1 an error (the user's or the machine's, a
@@ -43,10 +44,12 @@ def _parser():
                             '3 x 256 x 256 BGR, e.g. imagenet_mean.binaryproto); subtracted at '
                             'the same 227 window as the crop')
     means.add_argument('--mean-values', nargs=3, type=float, metavar=('B', 'G', 'R'),
-                       help='a per-channel BGR mean (default: ImageNet\'s 104 117 123)')
+                       help='a per-channel BGR mean (default: ImageNet\'s %s)'
+                       % ' '.join('%g' % value for value in weights_file.IMAGENET_MEAN_BGR))
     parser.add_argument('--labels', metavar='FILE',
                         help='class names, one per line and per output of the last layer '
-                             '(e.g. synset_words.txt), stored in the weights file')
+                             '(e.g. synset_words.txt, or Places\' categories_places365.txt: '
+                             '/a/airfield 0 names class 0 airfield), stored in the weights file')
     parser.add_argument('--legacy-npy', action='store_true',
                         help='write the pickled dict-of-dicts .npy older ports read '
                              "({'conv1': {'weights': W, 'biases': b}, ...}; loading it needs "
@@ -72,8 +75,8 @@ def _print_summary(summary):
               % (summary.outside_family, summary.path))
     else:
         print('structure: %s' % describe_structure(summary.structure))
-        print('%s; %s' % (describe_mean(summary.mean), '%d labels' % len(summary.labels)
-                          if summary.labels else 'no labels'))
+        print('%s; %s' % (weights_file.describe_mean(summary.mean), '%d labels'
+                          % len(summary.labels) if summary.labels else 'no labels'))
     print('%d layers, %s parameters (%.1f MB float32) -> %s (%s) in %.2f s' % (
         len(summary.layers), format(summary.parameters, ','), summary.parameters * 4 / 1e6,
         summary.path, summary.format, summary.seconds))
@@ -110,8 +113,10 @@ def main(argv=None):
 
 def _convert(args):
     _require_family(args)
-    mean = read_mean(args.mean) if args.mean else args.mean_values
-    labels = read_labels(args.labels) if args.labels else None
+    # None given: ImageNet's, the mean bvlc_alexnet was trained with
+    mean = read_mean(args.mean) if args.mean else args.mean_values or \
+        weights_file.IMAGENET_MEAN_BGR
+    labels = class_names.read(args.labels) if args.labels else None
     check = None
     if args.verify:
         missing = [p for p in args.verify if not os.path.isfile(p)]

@@ -60,8 +60,9 @@ def tf_forward(weights, images, outputs=OUTPUTS, allow_pickle=False):
     return {name: results[name].reshape(len(images), -1) for name in outputs}
 
 
-def load_images(image_paths, mean=alexnet.MEAN_BGR):
-    """Preprocess with alexnet.load_image (the one preprocessing shared with validation)."""
+def load_images(image_paths, mean):
+    """The network's input for each image with the model's `mean`: alexnet.load_image, the one
+    reader and preprocessing that --predict, validation and the records share."""
     if not image_paths:
         raise ConversionError('--verify needs at least one image')
     return np.stack([alexnet.load_image(path, mean) for path in image_paths])

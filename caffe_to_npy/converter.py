@@ -474,24 +474,6 @@ def read_mean(path):
     return values.reshape(3, side, side).transpose(1, 2, 0).copy()
 
 
-def read_labels(path):
-    """Class names, one per non-empty line (e.g. synset_words.txt, categories_places365.txt)."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            return [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConversionError('cannot read the labels file %s: %s'
-                              % (path, getattr(e, 'strerror', None) or e)) from None
-
-
-def describe_mean(mean):
-    mean = np.asarray(mean)
-    if mean.ndim == 1:
-        return 'mean values B %g G %g R %g' % tuple(mean)
-    return 'mean image %dx%d (per channel on average B %.2f G %.2f R %.2f)' % (
-        (mean.shape[0], mean.shape[1]) + tuple(mean.reshape(-1, 3).mean(0)))
-
-
 def describe_structure(structure):
     """'conv1 relu-lrn-pool, conv2 ..., fc6 relu-dropout, ...': the order of each layer's ops."""
     return ', '.join('%s %s' % (layer.name, '-'.join(op.kind for op in layer.ops) or '-')
@@ -509,19 +491,20 @@ def _layout(structure):
             for layer in structure.layers]
 
 
-def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, mean=None,
+def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, *, mean,
                  labels=None):
     """Convert and write atomically. Returns a Summary.
 
     Any network's convolutions and inner products convert. For a network of the AlexNet family
-    (netspec.check_family) its structure, `mean` (3 BGR values or a 256x256x3 BGR image; default
-    the ImageNet mean) and `labels` (class names, one per fc8 output; optional) are recorded in
-    the .npz next to the arrays, whose layers are named conv1..fc8 by position. A network outside
-    the family keeps the prototxt's layer names, and the .npz records only why it is not of the
-    family (Summary.outside_family): weights_file refuses it, `mean` and `labels` are not
-    recorded (the command line refuses them for such a network), and --legacy-npy, which could
-    not record it, is refused. `check(tmp_path)`, if given, runs on the complete temporary file
-    before it replaces `out_path` (the CLI's --verify); if it raises, nothing is left behind.
+    (netspec.check_family) its structure, `mean` (3 BGR values or a 256x256x3 BGR image: the mean
+    the model was trained with; bvlc_alexnet's is weights_file.IMAGENET_MEAN_BGR) and `labels`
+    (class names, one per fc8 output; optional) are recorded in the .npz next to the arrays, whose
+    layers are named conv1..fc8 by position. A network outside the family keeps the prototxt's
+    layer names, and the .npz records only why it is not of the family (Summary.outside_family):
+    weights_file refuses it, `mean` and `labels` are not recorded (the command line refuses them
+    for such a network), and --legacy-npy, which could not record it, is refused.
+    `check(tmp_path)`, if given, runs on the complete temporary file before it replaces
+    `out_path` (the CLI's --verify); if it raises, nothing is left behind.
     """
     want = '.npy' if legacy_npy else '.npz'
     if not out_path.endswith(want):
@@ -544,7 +527,6 @@ def convert_file(prototxt, caffemodel, out_path, legacy_npy=False, check=None, m
                                       % _not_family(net, outside))
             meta = weights_file.outside_family(outside)
         else:
-            mean = netspec.MEAN_BGR if mean is None else mean
             meta = _description(structure, mean, labels, legacy_npy)
         shapes = []
         converted = {layer.name for layer, _ in steps}
@@ -581,7 +563,8 @@ def _description(structure, mean, labels, legacy_npy):
                               'output' % (len(labels), structure.num_classes,
                                           structure.layers[-1].name))
     if legacy_npy and (_layout(structure) != _layout(netspec.BVLC_ALEXNET)
-                       or not np.array_equal(mean, netspec.MEAN_BGR) or labels is not None):
+                       or not np.array_equal(mean, weights_file.IMAGENET_MEAN_BGR)
+                       or labels is not None):
         raise ConversionError('--legacy-npy files hold arrays only, and this model differs '
                               'from bvlc_alexnet (its structure, mean or labels): write an '
                               '.npz, which records them')

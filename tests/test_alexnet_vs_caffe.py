@@ -19,6 +19,7 @@ import netspec
 from caffe_to_npy import TOLERANCE, compare, convert_file, synthetic
 from caffe_to_npy.compare import relative_difference, verify
 from caffe_to_npy.__main__ import EXIT_ERROR, main as cli_main
+from weights_file import IMAGENET_MEAN_BGR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUG_FLOOR = 1e-2   # a bug must move fc8 by at least this much (100x the tolerance)
@@ -58,7 +59,7 @@ def models(tmp_path_factory):
     for fmt, seed in (('v1', 11), ('new', 12)):
         prototxt, caffemodel = synthetic.write_alexnet(str(directory), seed=seed, fmt=fmt)
         weights = str(directory / ('alexnet_%s.npz' % fmt))
-        convert_file(prototxt, caffemodel, weights)
+        convert_file(prototxt, caffemodel, weights, mean=IMAGENET_MEAN_BGR)
         result[fmt] = (prototxt, caffemodel, weights)
     return result
 
@@ -67,7 +68,7 @@ def models(tmp_path_factory):
 def reference(models, images):
     """OpenCV's Caffe outputs and the preprocessed images, for the V1 model."""
     prototxt, caffemodel, weights = models['v1']
-    batch = compare.load_images(images)
+    batch = compare.load_images(images, IMAGENET_MEAN_BGR)
     return batch, compare.caffe_forward(prototxt, caffemodel, batch)
 
 

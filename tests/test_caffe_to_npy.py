@@ -18,6 +18,7 @@ import weights_file
 from atomicfile import WriteError
 from caffe_to_npy import ConversionError, Net, caffe_pb, convert, convert_file, synthetic
 from caffe_to_npy.caffemodel import CaffeModel
+from weights_file import IMAGENET_MEAN_BGR
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 1 / 16    # conv1 6 ... fc6/fc7 256 channels: a 1 MB model, same 227 input and 6x6 pool5
@@ -178,7 +179,7 @@ def test_fc6_reorder_computes_what_caffe_computes(tiny):
 @pytest.mark.parametrize('fmt', ['v1', 'new'])
 def test_npz_loads_without_pickle(tiny, tmp_path, fmt):
     out = tmp_path / 'w.npz'
-    summary = convert_file(*tiny[fmt], str(out))
+    summary = convert_file(*tiny[fmt], str(out), mean=IMAGENET_MEAN_BGR)
     expected = _expected_tf(tiny['weights'])
     with np.load(out, allow_pickle=False) as data:
         assert sorted(data.files) == sorted(['%s/%s' % (n, k) for n in expected
@@ -198,7 +199,7 @@ def test_npz_loads_without_pickle(tiny, tmp_path, fmt):
 
 def test_legacy_npy_is_a_dict_of_dicts(tiny, tmp_path):
     out = tmp_path / 'w.npy'
-    convert_file(*tiny['v1'], str(out), legacy_npy=True)
+    convert_file(*tiny['v1'], str(out), legacy_npy=True, mean=IMAGENET_MEAN_BGR)
     with pytest.raises(ValueError):
         np.load(out, allow_pickle=False)
     data = np.load(out, allow_pickle=True).item()
@@ -212,9 +213,9 @@ def test_legacy_npy_is_a_dict_of_dicts(tiny, tmp_path):
 
 def test_output_suffix_must_match_the_format(tiny, tmp_path):
     with pytest.raises(ConversionError, match='--legacy-npy'):
-        convert_file(*tiny['v1'], str(tmp_path / 'w.npy'))
+        convert_file(*tiny['v1'], str(tmp_path / 'w.npy'), mean=IMAGENET_MEAN_BGR)
     with pytest.raises(ConversionError, match=r'\.npy'):
-        convert_file(*tiny['v1'], str(tmp_path / 'w.npz'), legacy_npy=True)
+        convert_file(*tiny['v1'], str(tmp_path / 'w.npz'), legacy_npy=True, mean=IMAGENET_MEAN_BGR)
     assert os.listdir(tmp_path) == []
 
 
@@ -469,7 +470,7 @@ def test_failed_write_or_check_leaves_nothing(tiny, tmp_path, monkeypatch):
         assert os.path.getsize(path) > 100000    # the check sees the complete temporary file
         raise RuntimeError('check failed')
     with pytest.raises(RuntimeError):
-        convert_file(*tiny['v1'], str(tmp_path / 'w.npz'), check=refuse)
+        convert_file(*tiny['v1'], str(tmp_path / 'w.npz'), check=refuse, mean=IMAGENET_MEAN_BGR)
     assert os.listdir(tmp_path) == ['w.npz']
     assert (tmp_path / 'w.npz').read_bytes() == b'previous'
 
@@ -483,7 +484,7 @@ def test_failed_write_or_check_leaves_nothing(tiny, tmp_path, monkeypatch):
         return original(*args, **kwargs)
     monkeypatch.setattr(np.lib.format, 'write_array', fail_on_third)
     with pytest.raises(WriteError, match='cannot write the weights .*new.npz: no space left'):
-        convert_file(*tiny['v1'], str(tmp_path / 'new.npz'))
+        convert_file(*tiny['v1'], str(tmp_path / 'new.npz'), mean=IMAGENET_MEAN_BGR)
     assert os.listdir(tmp_path) == ['w.npz']
 
 

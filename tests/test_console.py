@@ -39,7 +39,7 @@ def assert_quiet(process, *expected):
 @pytest.fixture(scope='module')
 def trained_in_a_subprocess(tiny_records, alexnet_npz, user_env, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp('console_run')
-    process = command(os.path.join(ROOT, 'fineturn.py'), '--data-dir', tiny_records, '--weights',
+    process = command(os.path.join(ROOT, 'fineturn.py'), '--records-dir', tiny_records, '--weights',
                       alexnet_npz, '--run-dir', run_dir, '--epochs', 1, '--batch-size', 16,
                       '--no-cache', env=user_env)   # no feature cache: less to compute here
     return str(run_dir), process
@@ -50,7 +50,7 @@ def test_fineturn_training(trained_in_a_subprocess):
 
 
 def test_fineturn_evaluate(trained_in_a_subprocess, tiny_records, user_env):
-    process = command(os.path.join(ROOT, 'fineturn.py'), '--data-dir', tiny_records,
+    process = command(os.path.join(ROOT, 'fineturn.py'), '--records-dir', tiny_records,
                       '--evaluate', trained_in_a_subprocess[0], '--ten-crop', env=user_env)
     assert_quiet(process, 'ten-crop  test Acc@1')
 
@@ -73,7 +73,7 @@ def test_convert_tfrecord_and_its_workers(user_env, tmp_path):
     import synthetic_dataset
     synthetic_dataset.make_dataset_folder(str(tmp_path / 'images'), num_classes=3, per_class=6,
                                           seed=2, quirks=False)
-    process = command(os.path.join(ROOT, 'convert_tfrecord.py'), '--data-dir', 'images',
+    process = command(os.path.join(ROOT, 'convert_tfrecord.py'), '--image-dir', 'images',
                       '--output-dir', 'records', '--workers', 2, cwd=str(tmp_path), env=user_env,
                       timeout=120)
     assert_quiet(process, '18 images in 3 classes written')

@@ -16,8 +16,18 @@ import record_writer as ct
 import records
 import setting
 import synthetic_dataset as sd
+import weights_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEAN = weights_file.IMAGENET_MEAN_BGR
+
+
+def convert(image_dir, output_dir, ratios=setting.SPLIT_RATIOS, seed=setting.SPLIT_SEED,
+            workers=setting.CONVERT_WORKERS, **options):
+    """record_writer.convert with setting.py's split where a test doesn't choose its own."""
+    return ct.convert(image_dir, output_dir, ratios, seed, workers, **options)
+
+
 tf1 = tf.compat.v1
 
 
@@ -57,8 +67,8 @@ def quirky(tmp_path_factory):
     base = tmp_path_factory.mktemp('quirky')
     folder = sd.make_dataset_folder(str(base / 'images'), num_classes=3, per_class=12, size=64,
                                     seed=1, workers=1)
-    first = ct.convert(folder.root, str(base / 'out1'), seed=7, workers=2, progress=False)
-    second = ct.convert(folder.root, str(base / 'out2'), seed=7, workers=1, progress=False)
+    first = convert(folder.root, str(base / 'out1'), seed=7, workers=2, progress=False)
+    second = convert(folder.root, str(base / 'out2'), seed=7, workers=1, progress=False)
     return folder, first, second, str(base / 'out1'), str(base / 'out2')
 
 
@@ -113,7 +123,7 @@ def test_exact_80_10_10_for_100_images(tmp_path):
     folder = sd.make_dataset_folder(str(tmp_path / 'img'), num_classes=2, per_class=100, size=32,
                                     quirks=False, workers=1)
     out = str(tmp_path / 'out')
-    ct.convert(folder.root, out, ratios=(0.8, 0.1, 0.1), workers=2, progress=False)
+    convert(folder.root, out, ratios=(0.8, 0.1, 0.1), workers=2, progress=False)
     rows = read_split_csv(out)
     for label in (0, 1):
         assert [sum(1 for _, l, s in rows if l == label and s == split) for split in records.SPLITS] \
@@ -127,7 +137,7 @@ def test_too_small_class_is_an_error_naming_it(tmp_path):
     folder = sd.make_dataset_folder(str(tmp_path / 'img'), num_classes=3, per_class=5, size=32,
                                     quirks=False, too_small_class=True, workers=1)
     with pytest.raises(dataset_folder.ConvertError, match=folder.classes[-1]):
-        ct.convert(folder.root, str(tmp_path / 'out'), workers=1, progress=False)
+        convert(folder.root, str(tmp_path / 'out'), workers=1, progress=False)
     assert not os.path.exists(tmp_path / 'out')
 
 
@@ -146,7 +156,7 @@ def test_rerun_is_byte_identical(quirky):
 
 def test_another_seed_gives_another_split(quirky, tmp_path):
     folder, _, _, out1, _ = quirky
-    ct.convert(folder.root, str(tmp_path / 'out'), seed=8, workers=1, progress=False)
+    convert(folder.root, str(tmp_path / 'out'), seed=8, workers=1, progress=False)
     assert read_split_csv(str(tmp_path / 'out')) != read_split_csv(out1)
 
 
@@ -218,7 +228,7 @@ def formats(tmp_path_factory):
         for i, ext in enumerate(exts):
             assert cv2.imwrite(str(base / 'images' / name / ('%s%d%s' % (name, i, ext))), image)
     out = str(base / 'out')
-    conversion = ct.convert(str(base / 'images'), out, workers=2, progress=False)
+    conversion = convert(str(base / 'images'), out, workers=2, progress=False)
     return str(base / 'images'), out, conversion, image
 
 
@@ -230,14 +240,14 @@ def test_every_extension_any_case(formats):
 
 def test_bgr_order_in_records_and_dataset(formats):
     _, out, _, image = formats
-    offset, mean = alexnet.CROP_OFFSET, np.float32(alexnet.MEAN_BGR)
+    offset, mean = alexnet.CROP_OFFSET, np.float32(MEAN)
     checked = 0
     for split in records.SPLITS:
         for decoded, _, path, _ in records.read_records(out, split):
             if not path.lower().endswith(('.jpg', '.jpeg')):     # lossy sources aren't exact
                 np.testing.assert_array_equal(decoded, image)
                 checked += 1
-        for preprocessed, _, path in records.make_dataset(out, split):
+        for preprocessed, _, path in records.make_dataset(out, split, MEAN):
             if path.numpy().decode().lower().endswith(('.jpg', '.jpeg')):
                 continue
             pixels = preprocessed.numpy() + mean                 # 256x256: crop at offset 14
@@ -249,31 +259,33 @@ def test_bgr_order_in_records_and_dataset(formats):
     assert tuple(image[100 + offset, 200 + offset]) == (0, 0, 255)
 
 
-def test_dataset_matches_alexnet_preprocess_including_non_256(quirky):
+def test_dataset_equals_alexnet_preprocess_including_non_256(quirky):
+    """The records' pipeline gives exactly what alexnet.preprocess (--predict's) gives on the
+    source's 8-bit pixels, whatever the image's size: one preprocessing."""
     folder, _, _, out, _ = quirky
     sizes = set()
     for split in records.SPLITS:
-        for image, label, path in records.make_dataset(out, split):
+        for image, label, path in records.make_dataset(out, split, MEAN):
             path = path.numpy().decode()
             source = expected_bgr8(os.path.join(folder.root, *path.split('/')))
             assert image.shape == (alexnet.IMAGE_SIZE, alexnet.IMAGE_SIZE, 3)
             assert image.dtype == tf.float32 and label.dtype == tf.int64
-            reference = alexnet.preprocess(source)
-            # OpenCV resizes uint8 in fixed point, TF in float: rounding-level differences only
-            tolerance = 1e-4 if source.shape[:2] == (alexnet.RESIZE_SIZE,) * 2 else 1.0
-            np.testing.assert_allclose(image.numpy(), reference, atol=tolerance, err_msg=path)
+            np.testing.assert_array_equal(image.numpy(), alexnet.preprocess(source, MEAN),
+                                          err_msg=path)
             sizes.add(source.shape[:2])
     assert (242, 250) in sizes and (64, 64) in sizes and (257, 256) in sizes
 
 
 def test_dataset_in_a_tf1_graph_equals_eager(quirky):
     _, _, _, out, _ = quirky
-    eager = [(i.numpy(), int(l), p.numpy()) for i, l, p in records.make_dataset(out, 'validation')]
+    eager = [(i.numpy(), int(l), p.numpy())
+             for i, l, p in records.make_dataset(out, 'validation', MEAN)]
     graph = tf.Graph()
     with graph.as_default():
-        one_shot = tf1.data.make_one_shot_iterator(records.make_dataset(out, 'validation')).get_next()
+        one_shot = tf1.data.make_one_shot_iterator(
+            records.make_dataset(out, 'validation', MEAN)).get_next()
         iterator = tf1.data.make_initializable_iterator(
-            records.make_dataset(out, 'validation').batch(2))
+            records.make_dataset(out, 'validation', MEAN).batch(2))
         batch = iterator.get_next()
         with tf1.Session() as session:
             for image, label, path in eager:
@@ -317,7 +329,7 @@ def flip_variants_of(flipped, paths, plain):
 
 
 def plain_images(out):
-    return {p.numpy(): i.numpy() for i, _, p in records.make_dataset(out, 'train')}
+    return {p.numpy(): i.numpy() for i, _, p in records.make_dataset(out, 'train', MEAN)}
 
 
 def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
@@ -330,7 +342,7 @@ def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
     with graph.as_default():
         seed = tf1.placeholder(tf.int64, [])
         iterator = tf1.data.make_initializable_iterator(
-            records.training_dataset(out, count, seed, flip=True))
+            records.training_dataset(out, count, seed, True, MEAN))
         element = iterator.get_next()
         per_epoch = []
         with tf1.Session() as session:
@@ -341,12 +353,12 @@ def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
                 per_epoch.append((paths, flip_variants_of([i for i, _, _ in drawn], paths, plain)))
     assert per_epoch[0] == per_epoch[2] != per_epoch[1]
     assert sorted(per_epoch[0][0]) == sorted(plain)           # every image once
-    eager = list(records.training_dataset(out, count, tf.constant(11, tf.int64), flip=True))
+    eager = list(records.training_dataset(out, count, tf.constant(11, tf.int64), True, MEAN))
     paths = [p.numpy() for _, _, p in eager]
     assert (paths, flip_variants_of([i.numpy() for i, _, _ in eager], paths, plain)) \
         == per_epoch[1]
     assert set(per_epoch[0][1] + per_epoch[1][1]) == set(range(records.FLIP_VARIANTS))
-    unflipped = list(records.training_dataset(out, count, tf.constant(11, tf.int64), flip=False))
+    unflipped = list(records.training_dataset(out, count, tf.constant(11, tf.int64), False, MEAN))
     assert [p.numpy() for _, _, p in unflipped] == paths       # the order ignores the flips
     assert all(np.array_equal(i.numpy(), plain[p.numpy()]) for i, _, p in unflipped)
 
@@ -357,7 +369,7 @@ def test_cache_order_draws_what_the_full_graph_draws(quirky):
     plain = plain_images(out)
     split_paths = list(plain)                      # split.csv's order: record index -> path
     seed = tf.constant(7, tf.int64)
-    full = list(records.training_dataset(out, len(plain), seed, flip=True))
+    full = list(records.training_dataset(out, len(plain), seed, True, MEAN))
     paths = [p.numpy() for _, _, p in full]
     variants = flip_variants_of([i.numpy() for i, _, _ in full], paths, plain)
     (positions, drawn), indices = next(iter(records.training_order(len(plain), seed, flip=True)))
@@ -372,7 +384,7 @@ def test_reading_a_missing_conversion_names_the_command(tmp_path):
     with pytest.raises(records.RecordsError, match='python convert_tfrecord.py'):
         records.read_labels(str(tmp_path))
     with pytest.raises(records.RecordsError, match=r'no validation\*\.tfrecord in .*: run python '
-                                              r'convert_tfrecord.py --data-dir .* --output-dir'):
+                                              r'convert_tfrecord.py --image-dir .* --output-dir'):
         records.record_files(str(tmp_path), 'validation')
     with pytest.raises(ValueError, match='unknown split'):
         records.record_files(str(tmp_path), 'training')
@@ -391,15 +403,15 @@ def snapshot(directory):
 def test_refuses_to_overwrite_then_replaces_and_drops_stale_shards(quirky, tmp_path):
     folder, _, _, out1, _ = quirky
     out = str(tmp_path / 'out')
-    ct.convert(folder.root, out, seed=7, workers=1, progress=False)
+    convert(folder.root, out, seed=7, workers=1, progress=False)
     before = snapshot(out)
     with pytest.raises(dataset_folder.ConvertError, match='--overwrite'):
-        ct.convert(folder.root, out, seed=7, workers=1, progress=False)
+        convert(folder.root, out, seed=7, workers=1, progress=False)
     assert snapshot(out) == before
     stale = os.path.join(out, 'train-00003-of-00004.tfrecord')
     with open(stale, 'wb') as f:
         f.write(b'old')
-    ct.convert(folder.root, out, seed=7, workers=1, overwrite=True, progress=False)
+    convert(folder.root, out, seed=7, workers=1, overwrite=True, progress=False)
     assert snapshot(out) == before == snapshot(out1)
 
 
@@ -417,7 +429,7 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(quirky, tmp_path, mo
     monkeypatch.setattr(ct, 'serialize_example', failing)
     fresh = str(tmp_path / 'fresh')
     with pytest.raises(KeyboardInterrupt):
-        ct.convert(folder.root, fresh, workers=2, progress=False)
+        convert(folder.root, fresh, workers=2, progress=False)
     assert not os.path.exists(fresh)                    # created by the run, removed when empty
     # an earlier complete set survives a failed --overwrite untouched, with no temporary files
     existing = str(tmp_path / 'existing')
@@ -427,14 +439,14 @@ def test_interrupted_run_leaves_nothing_that_looks_complete(quirky, tmp_path, mo
             f.write(data)
     written.clear()
     with pytest.raises(KeyboardInterrupt):
-        ct.convert(folder.root, existing, seed=9, workers=1, overwrite=True, progress=False)
+        convert(folder.root, existing, seed=9, workers=1, overwrite=True, progress=False)
     assert snapshot(existing) == snapshot(out1)
 
 
 def test_strict_fails_on_the_corrupt_file(quirky, tmp_path):
     folder, _, _, _, _ = quirky
     with pytest.raises(dataset_folder.ConvertError, match=folder.corrupt[0]):
-        ct.convert(folder.root, str(tmp_path / 'out'), strict=True, workers=1, progress=False)
+        convert(folder.root, str(tmp_path / 'out'), workers=1, strict=True, progress=False)
     assert not os.path.exists(tmp_path / 'out')
 
 
@@ -443,7 +455,7 @@ def test_strict_fails_on_the_corrupt_file(quirky, tmp_path):
 def test_cli_converts_and_reports(quirky, tmp_path):
     folder, _, _, out1, _ = quirky
     out = str(tmp_path / 'out')
-    result = run_cli('--data-dir', folder.root, '--output-dir', out, '--seed', '7', '--quiet')
+    result = run_cli('--image-dir', folder.root, '--output-dir', out, '--seed', '7', '--quiet')
     assert result.returncode == 0, result.stderr
     assert snapshot(out) == snapshot(out1)
     lines = result.stdout.splitlines()
@@ -474,19 +486,19 @@ def _bad_inputs(tmp):
     a_file.write_text('not a folder')
     out = str(tmp / 'out')
     return {
-        'missing dir': (['--data-dir', str(tmp / 'nope'), '--output-dir', out], out, 'nope'),
-        'empty dir': (['--data-dir', str(empty), '--output-dir', out], out, 'no class folders'),
-        'class without images': (['--data-dir', str(no_images), '--output-dir', out], out,
+        'missing dir': (['--image-dir', str(tmp / 'nope'), '--output-dir', out], out, 'nope'),
+        'empty dir': (['--image-dir', str(empty), '--output-dir', out], out, 'no class folders'),
+        'class without images': (['--image-dir', str(no_images), '--output-dir', out], out,
                                  'forest'),
-        'output is a file': (['--data-dir', str(good), '--output-dir', str(a_file)], None,
+        'output is a file': (['--image-dir', str(good), '--output-dir', str(a_file)], None,
                              'a_file'),
-        'ratios sum': (['--data-dir', str(good), '--output-dir', out, '--ratios', '0.8', '0.3',
+        'ratios sum': (['--image-dir', str(good), '--output-dir', out, '--ratios', '0.8', '0.3',
                         '0.1'], out, 'summing to 1'),
-        'ratio not positive': (['--data-dir', str(good), '--output-dir', out, '--ratios', '1.0',
+        'ratio not positive': (['--image-dir', str(good), '--output-dir', out, '--ratios', '1.0',
                                 '0', '0'], out, 'positive'),
-        'two ratios': (['--data-dir', str(good), '--output-dir', out, '--ratios', '0.9', '0.1'],
+        'two ratios': (['--image-dir', str(good), '--output-dir', out, '--ratios', '0.9', '0.1'],
                        out, '3 numbers'),
-        'too small class': (['--data-dir', str(small), '--output-dir', out], out,
+        'too small class': (['--image-dir', str(small), '--output-dir', out], out,
                             sd.class_names(2)[-1]),
         'strict': ([], None, None),
     }
@@ -496,7 +508,7 @@ def test_cli_bad_input_one_line_no_traceback_nothing_written(quirky, tmp_path):
     folder = quirky[0]
     cases = _bad_inputs(tmp_path)
     out = str(tmp_path / 'out')
-    cases['strict'] = (['--data-dir', folder.root, '--output-dir', out, '--strict'], out,
+    cases['strict'] = (['--image-dir', folder.root, '--output-dir', out, '--strict'], out,
                        folder.corrupt[0])
     for name, (args, output, needle) in cases.items():
         result = run_cli(*args)
@@ -513,9 +525,16 @@ def test_cli_bad_input_one_line_no_traceback_nothing_written(quirky, tmp_path):
 def test_cli_help_names_every_flag():
     result = run_cli('--help')
     assert result.returncode == 0
-    for flag in ('--data-dir', '--output-dir', '--ratios', '--seed', '--workers', '--overwrite',
+    for flag in ('--image-dir', '--output-dir', '--ratios', '--seed', '--workers', '--overwrite',
                  '--strict'):
         assert flag in result.stdout
+    assert '--data-dir is an alias' in ' '.join(result.stdout.split())
+
+
+def test_data_dir_is_an_alias_of_image_dir():
+    import convert_tfrecord
+    assert convert_tfrecord.parse_args(['--data-dir', 'pictures']).image_dir == 'pictures'
+    assert convert_tfrecord.parse_args(['--image-dir', 'pictures']).image_dir == 'pictures'
 
 
 # --- the generated dataset -----------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
 import classify
 import export
 import fineturn
@@ -103,7 +104,7 @@ def client(exported, files, tmp_path_factory):
 @pytest.fixture(scope='module')
 def predicted(tempered, client):
     """--predict's probabilities for the client's files (classify.py with the checkpoint)."""
-    prefix, model = predict.open_model(tempered)
+    prefix, model = checkpoints.open_model(tempered)
     with predict.checkpoint_classifier(prefix, model) as classifier:
         return classify.classify(client[0], classifier).probs, model.classes
 
@@ -158,7 +159,7 @@ def test_class_names_and_provenance_travel_with_the_model(exported, tempered):
         assert f.read().splitlines() == model.classes
     with open(os.path.join(out_dir, export.INFO_FILE), encoding='utf-8') as f:
         info = json.load(f)
-    assert info['source_checkpoint'] == os.path.abspath(rundir.checkpoint_prefix(tempered))
+    assert info['source_checkpoint'] == os.path.abspath(checkpoints.find(tempered))
     assert info['classes'] == model.classes and info['input_order'] == 'RGB'
     assert info['preprocessing']['mean_bgr'] == list(model.mean)
     assert info['preprocessing']['crop'] == [227, 227]
@@ -179,7 +180,7 @@ def test_existing_export_is_refused_then_overwritten(trained, tempered, tmp_path
     assert code == 0, err
     with open(out_dir / export.INFO_FILE) as f:
         info = json.load(f)
-    with open(os.path.join(trained, rundir.BEST_FILE)) as f:
+    with open(os.path.join(trained, checkpoints.BEST_FILE)) as f:
         best = json.load(f)
     with open(os.path.join(trained, 'test_report.json')) as f:
         tested = json.load(f)
@@ -194,7 +195,7 @@ def test_existing_export_is_refused_then_overwritten(trained, tempered, tmp_path
     assert code == 0, err
     with open(out_dir / export.INFO_FILE) as f:
         assert json.load(f)['source_checkpoint'] == os.path.abspath(
-            rundir.checkpoint_prefix(tempered))
+            checkpoints.find(tempered))
     assert os.listdir(tmp_path) == ['export']
 
 

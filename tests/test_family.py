@@ -17,6 +17,7 @@ import tensorflow as tf
 import alexnet
 import fineturn
 import graph
+import knobs
 import netspec
 import outside_family
 import records
@@ -170,7 +171,8 @@ def test_a_renamed_last_layer_is_stored_as_fc8(tmp_path):
     prototxt, caffemodel = synthetic.write_alexnet(str(tmp_path), 5, seed=2, fmt='new',
                                                    width=1 / 16, base=base)
     assert 'fc8_flickr' in open(prototxt).read()
-    summary = convert_file(prototxt, caffemodel, str(tmp_path / 'w.npz'))
+    summary = convert_file(prototxt, caffemodel, str(tmp_path / 'w.npz'),
+                           mean=weights_file.IMAGENET_MEAN_BGR)
     assert summary.renamed == {'fc8_flickr': 'fc8'}
     loaded = alexnet.read_weights(str(tmp_path / 'w.npz'))
     expected = synthetic.random_weights(5, seed=2, width=1 / 16, base=base)['fc8_flickr']
@@ -184,7 +186,7 @@ def test_a_renamed_last_layer_is_stored_as_fc8(tmp_path):
 def lenet_npz(tmp_path_factory):
     folder = tmp_path_factory.mktemp('lenet')
     out = str(folder / 'lenet.npz')
-    summary = convert_file(*outside_family.write(folder, 'lenet', 'v1'), out)
+    summary = convert_file(*outside_family.write(folder, 'lenet', 'v1'), out, mean=None)
     assert summary.structure is None and 'inner-product' in summary.outside_family
     return out
 
@@ -227,8 +229,8 @@ def test_a_file_outside_the_family_is_refused_in_one_line(lenet_npz, alexnet_npz
 
 def test_a_mean_image_is_subtracted_at_the_crops_window():
     mean = synthetic.mean_image(seed=3)
-    image = np.random.default_rng(0).integers(0, 256, (300, 280, 3), dtype=np.uint8)
-    resized = cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    resized = image.astype(np.float32)                      # 256x256: the resize keeps it
     # Caffe's data layer: the mean image at the crop's window, not its per-channel average
     expected = resized[14:241, 14:241] - mean[14:241, 14:241]
     np.testing.assert_array_equal(alexnet.preprocess(image, mean), expected)
@@ -263,7 +265,8 @@ def test_description_is_stored_and_read_back(caffenet, tmp_path):
     loaded = alexnet.read_weights(out)
     assert loaded.labels == labels and tuple(loaded.mean) == (100, 110, 120)
     with pytest.raises(ConversionError, match='999 labels for the 1000 outputs'):
-        convert_file(prototxt, caffemodel, str(tmp_path / 'x.npz'), labels=labels[:-1])
+        convert_file(prototxt, caffemodel, str(tmp_path / 'x.npz'), labels=labels[:-1],
+                     mean=weights_file.IMAGENET_MEAN_BGR)
     assert not os.path.exists(tmp_path / 'x.npz')
 
 
@@ -275,12 +278,12 @@ def test_files_without_a_description_load_as_bvlc_alexnet(tmp_path):
     np.savez(tmp_path / 'old.npz', **layers)
     loaded = alexnet.read_weights(str(tmp_path / 'old.npz'))
     assert loaded.structure == netspec.BVLC_ALEXNET.with_classes(7)
-    assert tuple(loaded.mean) == netspec.MEAN_BGR and loaded.labels is None
+    assert tuple(loaded.mean) == weights_file.IMAGENET_MEAN_BGR and loaded.labels is None
 
 
 def test_a_damaged_description_is_a_clear_error(tmp_path):
     structure = netspec.BVLC_ALEXNET.with_classes(3)
-    meta = weights_file.description(structure)
+    meta = weights_file.description(structure, weights_file.IMAGENET_MEAN_BGR)
     meta[weights_file.STRUCTURE_KEY] = np.array('{"layers": "garbage"}')
     np.savez(tmp_path / 'bad.npz', **meta)
     with pytest.raises(alexnet.WeightsError, match='model description is damaged.*caffe_to_npy'):
@@ -289,7 +292,8 @@ def test_a_damaged_description_is_a_clear_error(tmp_path):
 
 def test_legacy_npy_refuses_what_it_cannot_record(caffenet, tmp_path):
     with pytest.raises(ConversionError, match='write an .npz'):
-        convert_file(*caffenet['new'][:2], str(tmp_path / 'w.npy'), legacy_npy=True)
+        convert_file(*caffenet['new'][:2], str(tmp_path / 'w.npy'), legacy_npy=True,
+                     mean=weights_file.IMAGENET_MEAN_BGR)
     assert os.listdir(tmp_path) == []
 
 
@@ -333,12 +337,12 @@ def test_lrn_parameters_come_from_the_prototxt(tmp_path, photos):
         for layer in netspec.BVLC_ALEXNET.layers))
     prototxt, caffemodel = synthetic.write_alexnet(str(tmp_path), seed=8, fmt='new', base=base)
     out = str(tmp_path / 'w.npz')
-    convert_file(prototxt, caffemodel, out)
+    convert_file(prototxt, caffemodel, out, mean=weights_file.IMAGENET_MEAN_BGR)
     assert alexnet.read_weights(out).structure.layer('conv1').ops[1] == lrn
     assert verify(prototxt, caffemodel, out, photos)['ok']
     weights = alexnet.read_weights(out)
     weights.structure = netspec.BVLC_ALEXNET     # the default LRN instead of the prototxt's
-    images = load_images(photos)
+    images = load_images(photos, weights.mean)
     reference = caffe_forward(prototxt, caffemodel, images)
     assert relative_difference(tf_forward(weights, images)['fc8'], reference['fc8']) > BUG_FLOOR
 
@@ -380,7 +384,7 @@ def test_cli_records_mean_and_labels_and_verifies(caffenet, photos, tmp_path):
 ])
 def test_lr_mult_flag(text, expected):
     assert fineturn.parse_args(['--lr-mult', text]).lr_mult == expected
-    assert rundir.lr_multipliers({'fc8': (10, 20)}) == {'fc8': [10.0, 20.0]}
+    assert knobs.lr_multipliers({'fc8': (10, 20)}) == {'fc8': [10.0, 20.0]}
 
 
 @pytest.mark.parametrize('text', ['fc9=10', 'fc8=0', 'fc8=a', 'fc8=1/2/3'])
@@ -401,7 +405,6 @@ def test_sgd_step_with_lr_mult_matches_a_hand_computation():
     w8, b8 = rng.normal(0, 0.3, (h, classes)).astype(np.float32), \
         rng.normal(0, 0.1, classes).astype(np.float32)
     lr, wd = 0.05, 0.01
-    recipe = graph.Recipe(('fc7', 'fc8'), lr, 1.0, wd, {'fc8': (10.0, 20.0)})
     g = tf1.Graph()
     with g.as_default():
         inputs = tf1.placeholder(tf.float32, [None, d])
@@ -412,7 +415,8 @@ def test_sgd_step_with_lr_mult_matches_a_hand_computation():
             dataclasses.replace(netspec.BVLC_ALEXNET.layer('fc8'), outputs=classes)))
         logits, _ = graph.classifier(inputs, structure, start='fc7')
         scores = graph.scores(logits, labels)
-        step, _ = graph.train_op(scores.mean_loss, recipe, 100, g)
+        step, _ = graph.train_op(scores.mean_loss, g, 100, ('fc7', 'fc8'), lr, 1.0, wd,
+                                 {'fc8': (10.0, 20.0)})
         with tf1.Session() as session:
             alexnet.load_weights(session, {'fc7': {'weights': w7, 'biases': b7},
                                            'fc8': {'weights': w8, 'biases': b8}})
@@ -439,7 +443,7 @@ def test_sgd_step_with_lr_mult_matches_a_hand_computation():
 
 def test_a_run_from_before_lr_mult_resumes(tiny_records, alexnet_npz, tmp_path, capsys):
     """settings.json without lr_mult means no multipliers: the same recipe, not another one."""
-    args = ['--data-dir', tiny_records, '--weights', alexnet_npz, '--run-dir', str(tmp_path),
+    args = ['--records-dir', tiny_records, '--weights', alexnet_npz, '--run-dir', str(tmp_path),
             '--epochs', '1', '--batch-size', '16']
     assert fineturn.main(args) == 0
     path = tmp_path / 'settings.json'
@@ -461,7 +465,7 @@ def test_chain_on_caffenet_with_a_mean_image(caffenet, tiny_records, tiny_test_i
     predictions: --evaluate (records), --predict (image files) and the export (a SavedModel)."""
     _, _, weights = caffenet['new']
     run_dir = tmp_path / 'run'
-    args = ['--data-dir', tiny_records, '--weights', weights, '--run-dir', str(run_dir),
+    args = ['--records-dir', tiny_records, '--weights', weights, '--run-dir', str(run_dir),
             '--epochs', '2', '--batch-size', '16', '--lr-mult', 'fc8=10']
     assert fineturn.main(args) == 0, capsys.readouterr().err
     out = capsys.readouterr().out

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 import alexnet
 import atomicfile
+import checkpoints
 import classify
 import convert_tfrecord
 import feature_cache
@@ -173,7 +174,7 @@ def assert_same_run(run_dir, reference):
 
 def fineturn_args(data, weights, run_dir, epochs=2):
     """Deterministic (no dropout, no flips), so a resumed run equals an undisturbed one."""
-    return [str(a) for a in ('--data-dir', data, '--weights', weights, '--run-dir', run_dir,
+    return [str(a) for a in ('--records-dir', data, '--weights', weights, '--run-dir', run_dir,
                              '--epochs', epochs, '--batch-size', 16, '--seed', 3,
                              '--keep-prob', 1, '--no-flip')]
 
@@ -244,7 +245,7 @@ def test_full_disk_at_each_write_of_a_run(undisturbed, tiny_records, alexnet_npz
         done = rundir.completed_epochs(run_dir)
         assert [int(row['epoch']) for row in done] == list(range(1, completed + 1)), what
         for epoch in range(1, completed + 1):
-            assert rundir.has_checkpoint(run_dir, epoch), (what, epoch)
+            assert checkpoints.exists(run_dir, epoch), (what, epoch)
         if what.startswith('the checkpoint'):
             assert 'it needs about 228.6 MB' in line
             assert not [n for n in os.listdir(run_dir) if n.startswith('model.ckpt-2')]
@@ -269,12 +270,12 @@ def test_damaged_checkpoint_and_cache_are_found_and_redone(
     os.truncate(os.path.join(run_dir, data), os.path.getsize(os.path.join(run_dir, data)) // 2)
     flip_byte(os.path.join(run_dir, cache), feature_cache.HEADER_SIZE + 1000)
     code, _, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir) + [
-        '--evaluate', rundir.checkpoint_path(run_dir, 2)], capfd)
+        '--evaluate', checkpoints.path(run_dir, 2)], capfd)
     line = one_line_error(err, 'fineturn.py')
     assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
     export_dir = str(tmp_path / 'export')
     for mode in (['--predict', tiny_test_images[0]], ['--export', export_dir]):
-        code, _, err = run_fineturn(mode + ['--checkpoint', rundir.checkpoint_path(run_dir, 2)],
+        code, _, err = run_fineturn(mode + ['--checkpoint', checkpoints.path(run_dir, 2)],
                                     capfd)
         line = one_line_error(err, 'fineturn.py')
         assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
@@ -329,7 +330,7 @@ def test_kill_9_mid_write_then_rerun(undisturbed, tiny_records, alexnet_npz, tmp
     assert [os.path.basename(p).split('.tempstate')[0] for p in temporary_files(run_dir)] == \
         ['model.ckpt-1.data-00000-of-00001']
 
-    monkeypatch.setattr(rundir, 'free_space', lambda path: 100e6)
+    monkeypatch.setattr(checkpoints, 'free_space', lambda path: 100e6)
     code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
     assert code == 0, err
     assert 'removed 1 temporary file(s) that interrupted writes left in %s: ' % run_dir in out
@@ -352,7 +353,7 @@ def test_a_second_process_is_refused_and_a_killed_holder_frees_the_folder(
         line = one_line_error(err, 'fineturn.py')
         assert code == 1
         assert '%s is in use by another process (PID %d)' % (held, holder.pid) in line
-        assert convert_tfrecord.main(['--data-dir', images_and_conversion[0], '--output-dir',
+        assert convert_tfrecord.main(['--image-dir', images_and_conversion[0], '--output-dir',
                                       str(held), '--quiet']) == 1
         line = one_line_error(capfd.readouterr().err, 'convert_tfrecord.py')
         assert '(PID %d)' % holder.pid in line and 'another --output-dir' in line
@@ -421,7 +422,7 @@ def images_and_conversion(tmp_path_factory):
     with open(victim, 'r+b') as f:                   # its header overwritten: not decodable
         f.write(bytes(64))
     out = str(tmp_path_factory.mktemp('records'))
-    assert convert_tfrecord.main(['--data-dir', image_dir, '--output-dir', out, '--workers', '1',
+    assert convert_tfrecord.main(['--image-dir', image_dir, '--output-dir', out, '--workers', '1',
                                   '--quiet', '--overwrite']) == 0
     return image_dir, out, victim, good
 
@@ -449,7 +450,7 @@ def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, t
                 raise tf.errors.ResourceExhaustedError(None, None, 'x; No space left on device')
             return super().write(record)
     monkeypatch.setattr(tf.io, 'TFRecordWriter', FillingWriter)
-    args = ['--data-dir', image_dir, '--output-dir', out, '--workers', '1', '--quiet',
+    args = ['--image-dir', image_dir, '--output-dir', out, '--workers', '1', '--quiet',
             '--overwrite']
     code = convert_tfrecord.main(args)
     line = one_line_error(capfd.readouterr().err, 'convert_tfrecord.py')
@@ -465,7 +466,7 @@ def test_convert_full_disk_keeps_the_earlier_conversion(images_and_conversion, t
 def test_convert_killed_mid_write_then_rerun(images_and_conversion, tmp_path, capfd):
     image_dir, reference = images_and_conversion[:2]
     out = str(tmp_path / 'out')
-    command = [os.path.join(ROOT, 'convert_tfrecord.py'), '--data-dir', image_dir, '--output-dir',
+    command = [os.path.join(ROOT, 'convert_tfrecord.py'), '--image-dir', image_dir, '--output-dir',
                out, '--workers', '1', '--quiet']
     killed_mid_write(tmp_path, 'record_writer', 'serialize_example', 5, '-', command)
     assert len(temporary_files(out)) == 5          # labels.txt, split.csv and 3 splits' records
@@ -478,7 +479,7 @@ def test_convert_killed_mid_write_then_rerun(images_and_conversion, tmp_path, ca
 
 def test_a_damaged_image_is_named(images_and_conversion, tmp_path, capfd):
     image_dir, _, victim, _ = images_and_conversion
-    code = convert_tfrecord.main(['--data-dir', image_dir, '--output-dir', str(tmp_path / 'out'),
+    code = convert_tfrecord.main(['--image-dir', image_dir, '--output-dir', str(tmp_path / 'out'),
                                   '--workers', '1', '--quiet', '--strict'])
     out, err = capfd.readouterr()
     line = one_line_error(err, 'convert_tfrecord.py')
@@ -488,16 +489,15 @@ def test_a_damaged_image_is_named(images_and_conversion, tmp_path, capfd):
 
 def test_a_decoder_that_raises_is_an_unreadable_image(images_and_conversion, monkeypatch):
     """Some OpenCV decoders raise on a damaged file instead of returning None: still one clear
-    error naming the file, in the converter's reader and in the one validate uses."""
+    error, from the one reader the converter, --predict and validate use."""
     def raising(*args):
         raise cv2.error('OpenCV: (-2:Unspecified error) Unexpected end of input stream')
     monkeypatch.setattr(cv2, 'imdecode', raising)
-    monkeypatch.setattr(cv2, 'imread', raising)
     good = images_and_conversion[3]
     with pytest.raises(images.ImageReadError, match='not decodable .*Unexpected end of input'):
         images.read_bgr8(good)
-    with pytest.raises(alexnet.ImageError, match='%s: not an image OpenCV can read' % good):
-        alexnet.read_bgr(good)
+    with pytest.raises(images.ImageReadError, match='not decodable .*Unexpected end of input'):
+        alexnet.load_image(good, (104.0, 117.0, 123.0))
 
 
 # --- validate_alexnet_on_imagenet.py and caffe_to_npy ---------------------------------------------

@@ -12,12 +12,14 @@ import pytest
 import tensorflow as tf
 
 import alexnet
+import checkpoints
 import fineturn
 import netspec
 import records
 import report
 import rundir
 import training
+import weights_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONV = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
@@ -31,7 +33,7 @@ def run(args, capsys=None):
 
 def base_args(data, weights, run_dir, epochs=3, *extra):
     """The recipe of conftest's `trained` run (TRAINED_RECIPE), for `epochs`."""
-    return ['--data-dir', data, '--weights', weights, '--run-dir', run_dir, '--epochs', epochs,
+    return ['--records-dir', data, '--weights', weights, '--run-dir', run_dir, '--epochs', epochs,
             '--batch-size', 16, '--learning-rate', 1e-4, '--seed', 3] + list(extra)
 
 
@@ -48,8 +50,8 @@ def test_run_outputs_and_accuracy(trained, tiny_records):
     assert [int(r['epoch']) for r in rows] == [1, 2, 3]
     assert list(rows[0]) == list(rundir.METRICS_HEADER)
     for epoch in (1, 2, 3):
-        assert rundir.has_checkpoint(trained, epoch)
-        assert os.path.getsize(rundir.checkpoint_path(trained, epoch) + '.meta') < 1 << 20
+        assert checkpoints.exists(trained, epoch)
+        assert os.path.getsize(checkpoints.path(trained, epoch) + '.meta') < 1 << 20
     # lr decays once per epoch
     rates = [float(r['learning_rate']) for r in rows]
     assert rates[1] == pytest.approx(rates[0] * 0.99, rel=1e-4)
@@ -58,7 +60,7 @@ def test_run_outputs_and_accuracy(trained, tiny_records):
     assert result['accuracy'] >= 0.6 > 2 * chance
     best = json.load(open(os.path.join(trained, 'best.json')))
     assert best['checkpoint'] == 'model.ckpt-%d' % best['epoch']
-    # the choice itself is tested on hand-written rows (test_rundir_faults); here, that the run
+    # the choice itself is tested on hand-written rows (test_checkpoints); here, that the run
     # recorded an epoch of the highest validation accuracy
     assert float(rows[best['epoch'] - 1]['val_accuracy']) == \
         max(float(r['val_accuracy']) for r in rows) == best['val_accuracy']
@@ -71,7 +73,7 @@ def test_run_records_its_model_for_later_use(trained, tiny_records):
         assert model.classes == f.read().split()
     assert model.structure.num_classes == len(model.classes) == 5
     assert model.structure.names == alexnet.LAYER_NAMES
-    assert tuple(model.mean) == alexnet.MEAN_BGR
+    assert tuple(model.mean) == weights_file.IMAGENET_MEAN_BGR
     os.remove(os.path.join(trained, 'model.json'))
     try:
         with pytest.raises(rundir.RunError, match='Rerun the training command'):
@@ -103,7 +105,7 @@ def test_report_agrees_with_predictions(trained, tiny_records):
 
 def test_frozen_layers_bit_identical_and_trained_layers_moved(trained, alexnet_npz, tiny_records):
     weights = alexnet.read_weights(alexnet_npz)
-    reader = tf.train.load_checkpoint(rundir.checkpoint_path(trained, 3))
+    reader = tf.train.load_checkpoint(checkpoints.path(trained, 3))
     for layer in CONV:
         for kind in ('weights', 'biases'):
             assert np.array_equal(reader.get_tensor('%s/%s' % (layer, kind)),
@@ -132,7 +134,7 @@ def test_cache_and_full_graph_agree_exactly(tiny_records, request, tmp_path, cap
         assert ('feature cache on' if mode == 'cache' else '--no-cache') in out.out
         assert np.shape(rundir.read_model(str(run_dir)).mean) == mean_shape
         metrics[mode] = read_csv(run_dir / 'metrics.csv')
-        reader = tf.train.load_checkpoint(rundir.checkpoint_path(str(run_dir), 1))
+        reader = tf.train.load_checkpoint(checkpoints.path(str(run_dir), 1))
         trained_layers[mode] = {name: reader.get_tensor(name) for name in (
             '%s/%s' % (layer, kind) for layer in ('fc6', 'fc7', 'fc8')
             for kind in ('weights', 'biases'))}
@@ -200,7 +202,7 @@ def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_
     settings = fineturn.settings_from(fineturn.parse_args(
         [str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)]))
     model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(5),
-                                   alexnet.MEAN_BGR, 20, cached)
+                                   weights_file.IMAGENET_MEAN_BGR, 20, cached)
     makers = [op for op in model.graph.get_operations() if op.type == 'MakeIterator']
     assert len(makers) == (7 if cached else 3)     # train, validation, test (+ 3 extraction, order)
     for op in makers:
@@ -224,7 +226,7 @@ def test_ctrl_c_then_kill_9_then_resume(tiny_records, alexnet_npz, tmp_path):
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 240
-        while not rundir.has_checkpoint(run_dir, epoch) and time.time() < deadline:
+        while not checkpoints.exists(run_dir, epoch) and time.time() < deadline:
             assert process.poll() is None, process.stdout.read()
             time.sleep(0.1)
         return process
@@ -267,7 +269,7 @@ def test_resume_redoes_an_epoch_whose_row_was_not_written(trained, tiny_records,
 
 def test_evaluate_any_checkpoint(trained, tiny_records, alexnet_npz, capsys):
     code, out = run(base_args(tiny_records, alexnet_npz, trained) +
-                    ['--evaluate', rundir.checkpoint_path(trained, 1) + '.index'], capsys)
+                    ['--evaluate', checkpoints.path(trained, 1) + '.index'], capsys)
     assert code == 0, out.err
     out_dir = os.path.join(trained, 'evaluate-model.ckpt-1')
     result = json.load(open(os.path.join(out_dir, 'test_report.json')))
@@ -302,12 +304,12 @@ def test_resume_with_pruned_checkpoints(trained, tiny_records, alexnet_npz, tmp_
     run_dir = tmp_path / 'pruned'
     shutil.copytree(trained, run_dir)
     rows = read_csv(run_dir / 'metrics.csv')
-    rundir.prune_checkpoints(str(run_dir), rows, keep=1)
-    kept = {epoch for epoch in (1, 2, 3) if rundir.has_checkpoint(run_dir, epoch)}
-    assert kept == {3, int(rundir.best_epoch(rows)['epoch'])}
+    checkpoints.prune(str(run_dir), rows, keep=1)
+    kept = {epoch for epoch in (1, 2, 3) if checkpoints.exists(run_dir, epoch)}
+    assert kept == {3, int(checkpoints.best_epoch(rows)['epoch'])}
     code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 4, '--keep-checkpoints', 1),
                     capsys)
     assert code == 0, out.err
     assert 'resuming' in out.out and 'after epoch 3' in out.out
     assert [int(r['epoch']) for r in read_csv(run_dir / 'metrics.csv')] == [1, 2, 3, 4]
-    assert rundir.has_checkpoint(run_dir, 4)
+    assert checkpoints.exists(run_dir, 4)

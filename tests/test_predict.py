@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import checkpoints
 import fineturn
 import predict
 import rundir
@@ -98,11 +99,11 @@ def test_predict_reproduces_the_runs_predictions_csv(trained, test_images, tiny_
 def test_predict_agrees_with_evaluate_on_unsaturated_probabilities(tempered, tiny_records,
                                                                    test_images, tiny_images,
                                                                    tmp_path, capsys):
-    """The same check where it is sharp: --evaluate's test predictions (records, TF's decoding
-    and preprocessing) against --predict on the image files (OpenCV's)."""
+    """The same check where it is sharp: --evaluate's test predictions (from the records) against
+    --predict on the image files."""
     copy = str(tmp_path / 'run')          # --evaluate writes into the run dir: not the shared one
     shutil.copytree(tempered, copy)
-    code, _, err = run(capsys, '--data-dir', tiny_records, '--evaluate', copy)
+    code, _, err = run(capsys, '--records-dir', tiny_records, '--evaluate', copy)
     assert code == 0, err
     report_dir = os.path.join(copy, 'evaluate-model.ckpt-1')
     with open(os.path.join(report_dir, 'test_report.json')) as f:
@@ -122,8 +123,9 @@ def test_predict_agrees_with_evaluate_on_unsaturated_probabilities(tempered, tin
 @pytest.fixture(scope='module')
 def hand_ten_crop(tempered, test_images, odd_sized):
     """{path: (centre-crop probabilities, ten-crop average)}, computed one crop at a time through
-    the plain one-crop classifier, with the crops cut here."""
-    prefix, model = predict.open_model(tempered)
+    the plain one-crop classifier, with the crops cut here (after a bilinear resize to 256x256
+    with half-pixel centres, TensorFlow's)."""
+    prefix, model = checkpoints.open_model(tempered)
     mean = np.float32(model.mean)
     results = {}
     with predict.checkpoint_classifier(prefix, model) as classifier:
@@ -131,8 +133,8 @@ def hand_ten_crop(tempered, test_images, odd_sized):
             return classifier.session.run(classifier.probabilities,
                                           {classifier.images: crop[None]})[0]
         for path in test_images + odd_sized:
-            resized = cv2.resize(cv2.imread(path), (256, 256),
-                                 interpolation=cv2.INTER_LINEAR).astype(np.float32)
+            resized = tf.image.resize(cv2.imread(path).astype(np.float32), (256, 256),
+                                      method='bilinear', antialias=False).numpy()
             views = []
             for top, left, mirror in TEN_WINDOWS:
                 crop = resized[top:top + 227, left:left + 227] - mean
@@ -159,7 +161,7 @@ def test_evaluate_ten_crop_writes_its_own_report(tempered, tiny_records, test_im
                                                  tiny_images, hand_ten_crop, tmp_path, capsys):
     copy = str(tmp_path / 'run')          # --evaluate writes into the run dir: not the shared one
     shutil.copytree(tempered, copy)
-    code, out, err = run(capsys, '--data-dir', tiny_records, '--evaluate', copy, '--ten-crop')
+    code, out, err = run(capsys, '--records-dir', tiny_records, '--evaluate', copy, '--ten-crop')
     assert code == 0, err
     report_dir = os.path.join(copy, 'evaluate-model.ckpt-1-10crop')
     assert 'ten-crop' in out and report_dir in out
@@ -208,7 +210,7 @@ def test_predict_mistakes_are_one_line_errors(case, tempered, test_images, tmp_p
     if case in ('no best.json', 'no model.json', 'class count'):
         shutil.copytree(tempered, copy)
     if case == 'no best.json':
-        os.remove(copy / rundir.BEST_FILE)
+        os.remove(copy / checkpoints.BEST_FILE)
     if case == 'no model.json':
         os.remove(copy / rundir.MODEL_FILE)
     if case == 'class count':
@@ -233,9 +235,9 @@ def test_predict_mistakes_are_one_line_errors(case, tempered, test_images, tmp_p
 
 def test_checkpoint_flag_picks_any_epoch(trained, test_images, tmp_path, capsys):
     """--checkpoint names another epoch than best.json's; the class names are still the run's."""
-    best = rundir.checkpoint_prefix(trained)
-    other = next(rundir.checkpoint_path(trained, epoch) for epoch in (1, 2, 3)
-                 if rundir.checkpoint_path(trained, epoch) != best)
+    best = checkpoints.find(trained)
+    other = next(checkpoints.path(trained, epoch) for epoch in (1, 2, 3)
+                 if checkpoints.path(trained, epoch) != best)
     code, out, err = run(capsys, '--predict', test_images[0], '--checkpoint', other + '.index')
     assert code == 0, err
     assert 'model %s ' % other in out

@@ -1,11 +1,10 @@
 """The fault handling of the output folders and files, without TensorFlow: the messages of
-refused writes, the folder lock, the leftovers of killed writers, whole-folder writes, resuming
-past damaged checkpoints, the best epoch's choice, the disk-space warning and the checked
-feature cache. rundir, feature_cache, outputdir and atomicfile load no TensorFlow, and neither
-does this file.
+refused writes, the folder lock, the leftovers of killed writers, whole-folder writes and the
+checked feature cache. rundir, feature_cache, outputdir and atomicfile load no TensorFlow, and
+neither does this file. (Resuming past damaged checkpoints, the best epoch's choice and the
+disk-space warning are checkpoints.py's: tests/test_checkpoints.py.)
 """
 import errno
-import json
 import os
 import subprocess
 import sys
@@ -15,17 +14,16 @@ import pytest
 
 import atomicfile
 import feature_cache
-import fineturn
 import outputdir
-import rundir
 from fault_injection import FullDisk, flip_byte
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_these_modules_load_no_tensorflow():
-    code = ('import sys; sys.path.insert(0, %r); import atomicfile, feature_cache, fineturn, '
-            'outputdir, rundir; sys.exit("tensorflow" in sys.modules)' % ROOT)
+    code = ('import sys; sys.path.insert(0, %r); import atomicfile, class_names, console, '
+            'feature_cache, fineturn, knobs, outputdir, rundir; '
+            'sys.exit("tensorflow" in sys.modules)' % ROOT)
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0
 
 
@@ -102,80 +100,6 @@ def test_atomic_dir_is_complete_or_absent(tmp_path):
         with atomicfile.atomic_dir(target):
             pass
     assert os.listdir(tmp_path) == ['export']
-
-
-def rows(n):
-    return [rundir.metrics_row(e, 1.0, 0.5, 1.0, 0.1 * e, 1e-4, 1.0) for e in range(1, n + 1)]
-
-
-def test_resume_takes_the_newest_checkpoint_that_restores(tmp_path):
-    run_dir = str(tmp_path)
-    metrics_rows = rows(5)
-    rundir.write_metrics(run_dir, metrics_rows)
-    for epoch in (2, 4, 5):                # 1 and 3 pruned
-        for suffix in rundir.CHECKPOINT_SUFFIXES:
-            open(rundir.checkpoint_path(run_dir, epoch) + suffix, 'w').close()
-    os.remove(rundir.checkpoint_path(run_dir, 5) + '.index')
-    tried, warned = [], []
-
-    def restore(prefix):
-        tried.append(os.path.basename(prefix))
-        return 'checksum mismatch' if prefix.endswith('-4') else None
-    resumed = rundir.resume(run_dir, metrics_rows, restore, warned.append)
-    assert [r['epoch'] for r in resumed] == [1, 2] and tried == ['model.ckpt-4', 'model.ckpt-2']
-    assert len(warned) == 2 and 'missing model.ckpt-5.index' in warned[0]
-    assert 'model.ckpt-4 of epoch 4 does not restore (checksum mismatch)' in warned[1]
-    assert [r['epoch'] for r in rundir.completed_epochs(run_dir)] == ['1', '2']
-    warned.clear()
-    assert rundir.resume(run_dir, rundir.completed_epochs(run_dir), lambda p: 'damaged',
-                         warned.append) == []
-    assert 'starting again from the pretrained weights' in warned[-1]
-    assert rundir.completed_epochs(run_dir) == []
-
-
-@pytest.mark.parametrize('val_accuracy_loss, best', [
-    # the highest accuracy wins over lower losses, and a worse last epoch is not chosen
-    ([('0.400000', '1.900000'), ('0.850000', '0.600000'), ('0.700000', '0.450000'),
-      ('0.800000', '0.500000')], 2),
-    # a tie on accuracy: the lower loss (as numbers: '10.25' sorts before '9.5' as text)
-    ([('0.500000', '1.400000'), ('0.900000', '10.250000'), ('0.900000', '9.500000'),
-      ('0.600000', '0.300000')], 3),
-    # a tie on accuracy and loss: the earlier epoch
-    ([('0.700000', '0.800000'), ('0.950000', '0.200000'), ('0.950000', '0.200000')], 2),
-], ids=['highest_accuracy', 'tie_lower_loss', 'tie_earlier_epoch'])
-def test_best_epoch_has_the_highest_validation_accuracy(tmp_path, val_accuracy_loss, best):
-    """Hand-written metrics.csv rows, read back as training reads them: best_epoch and best.json
-    name the documented choice (highest val_accuracy; ties: lower val_loss, then the earlier
-    epoch)."""
-    run_dir = str(tmp_path)
-    with open(os.path.join(run_dir, rundir.METRICS_FILE), 'w') as f:
-        f.write(','.join(rundir.METRICS_HEADER) + '\n')
-        for epoch, (accuracy, loss) in enumerate(val_accuracy_loss, start=1):
-            f.write('%d,1.000000,0.500000,%s,%s,0.0001,1.00,model.ckpt-%d\n'
-                    % (epoch, loss, accuracy, epoch))
-    rows = rundir.completed_epochs(run_dir)
-    assert len(rows) == len(val_accuracy_loss)
-    assert rundir.best_epoch(rows)['epoch'] == str(best)
-    rundir.write_best(run_dir, rows)
-    with open(os.path.join(run_dir, rundir.BEST_FILE)) as f:
-        accuracy, loss = val_accuracy_loss[best - 1]
-        assert json.load(f) == {'epoch': best, 'val_accuracy': float(accuracy),
-                                'val_loss': float(loss), 'checkpoint': 'model.ckpt-%d' % best}
-
-
-def test_space_warning_counts_what_is_kept(tmp_path, monkeypatch):
-    settings = fineturn.settings_from(fineturn.parse_args(['--run-dir', str(tmp_path)]))
-    assert settings.keep_checkpoints == 5 and settings.epochs == 20      # the defaults
-    monkeypatch.setattr(rundir, 'free_space', lambda path: 10e9)
-    assert rundir.space_warning(str(tmp_path), settings, 0, 200e6, 260e6) is None
-    monkeypatch.setattr(rundir, 'free_space', lambda path: 1.1e9)
-    warning = rundir.space_warning(str(tmp_path), settings, 0, 200e6, 260e6)
-    # the last 5, the best and the one being written: 7 x 200 MB, and the cache
-    assert 'about 1.7 GB more' in warning and 'up to 7 checkpoints of 200.0 MB' in warning
-    assert 'a 260.0 MB feature cache' in warning and '1.1 GB is free' in warning
-    assert '--keep-checkpoints N (now 5' in warning
-    settings.keep_checkpoints = 0                                          # keep all 20
-    assert 'up to 20 checkpoints' in rundir.space_warning(str(tmp_path), settings, 0, 200e6, 0)
 
 
 @pytest.mark.parametrize('damage, says', [

@@ -14,9 +14,12 @@ import numpy as np
 import pytest
 
 import alexnet
+import class_names
 import classify
 import netspec
+import setting
 import validate_alexnet_on_imagenet as validate
+from images import ImageReadError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, 'validate_alexnet_on_imagenet.py')
@@ -96,7 +99,7 @@ def weights_file(tmp_path_factory, weights):
 def images(tmp_path_factory):
     """The real photo plus generated ones of other sizes and channel counts."""
     folder = tmp_path_factory.mktemp('images')
-    return [validate.sample_image(),
+    return [classify.sample_photo(),
             write_image(folder / 'wide.png', 1, size=(200, 400)),
             write_image(folder / 'small_gray.jpg', 2, size=(90, 120), channels=1),
             write_image(folder / 'alpha.png', 3, channels=4),
@@ -106,7 +109,7 @@ def images(tmp_path_factory):
 # --- class names ---------------------------------------------------------------------------------
 
 def test_class_names_are_caffes_1000_in_sorted_wnid_order():
-    names = validate.read_class_names()
+    names = class_names.read(setting.IMAGENET_CLASSES)
     assert len(names) == 1000
     # indices of Caffe's synset_words.txt (sorted WNIDs), as every ImageNet model reports them
     expected = {0: 'tench, Tinca tinca', 1: 'goldfish, Carassius auratus', 281: 'tabby, tabby cat',
@@ -118,8 +121,8 @@ def test_class_names_are_caffes_1000_in_sorted_wnid_order():
 
 
 def test_unreadable_class_names_file_is_a_clean_error(tmp_path):
-    with pytest.raises(validate.ValidateError, match='class names'):
-        validate.read_class_names(str(tmp_path / 'missing.txt'))
+    with pytest.raises(class_names.ClassNamesError, match='cannot read the class names'):
+        class_names.read(str(tmp_path / 'missing.txt'))
 
 
 # --- classify ------------------------------------------------------------------------------------
@@ -147,7 +150,7 @@ def test_classify_skips_or_raises_on_unreadable_images(weights, images, tmp_path
     assert result.paths == [images[1]] and result.probs.shape == (1, 1000)
     assert [path for path, _ in result.unreadable] == [str(broken)]
     assert str(broken) in result.unreadable[0][1]
-    with pytest.raises(alexnet.ImageError, match='broken.jpg'):
+    with pytest.raises(ImageReadError, match='broken.jpg'):
         classify_with([images[1], broken], weights)
 
 
@@ -192,7 +195,7 @@ def test_main_without_images_classifies_the_sample_photo(weights_file, tmp_path,
     out = tmp_path / 'probs.npz'
     assert validate.main(['--weights', weights_file, '--save-probs', str(out), '--top-k', '2']) == 0
     with np.load(out) as data:
-        assert data['paths'].tolist() == [validate.sample_image()]
+        assert data['paths'].tolist() == [classify.sample_photo()]
         assert data['probs'].shape == (1, 1000)
     printed = capsys.readouterr().out
     assert 'grace_hopper.jpg' in printed and '  2. ' in printed and '  3. ' not in printed
@@ -229,7 +232,7 @@ def test_cli_classifies_files_and_directories(weights_file, weights, images, tmp
     np.testing.assert_allclose(probs, classify_with(expected, weights).probs,
                                rtol=1e-4, atol=1e-7)
     # what is printed follows the saved probabilities, largest first
-    names = validate.read_class_names()
+    names = class_names.read(setting.IMAGENET_CLASSES)
     printed = parse_printed(proc.stdout, 3)
     assert list(printed) == expected
     for path, row in zip(paths, probs):
@@ -331,7 +334,7 @@ def test_a_model_of_other_classes_is_named_by_labels(images, tmp_path, capsys):
 def opencv_caffe_probs(prototxt, caffemodel, paths):
     """OpenCV's own Caffe forward of the same preprocessed images -> (N, classes)."""
     from caffe_to_npy import compare
-    images = np.stack([alexnet.load_image(path) for path in paths])
+    images = np.stack([alexnet.load_image(path, (104.0, 117.0, 123.0)) for path in paths])
     return compare.caffe_forward(prototxt, caffemodel, images, outputs=('prob',))['prob']
 
 
