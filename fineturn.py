@@ -28,9 +28,16 @@ import setting
 from errors import UserError
 
 
+DESCRIPTION = ('Fine-tune Caffe\'s AlexNet on TFRecords made by convert_tfrecord.py. Defaults '
+               'come from setting.py.')
+
+
+def parser():
+    return knobs.parser(DESCRIPTION)
+
+
 def parse_args(argv=None):
-    return knobs.parse(argv, 'Fine-tune bvlc_alexnet on TFRecords made by convert_tfrecord.py. '
-                             'Defaults come from setting.py.')
+    return knobs.parse(argv, DESCRIPTION)
 
 
 def settings_from(args):
@@ -55,8 +62,7 @@ def main(argv=None):
         import training
         if args.mode == 'predict':
             return predict.predict(args.predict, settings.run_dir, args.checkpoint, args.top_k,
-                                   setting.TOP_K, args.ten_crop, args.save_probs, args.save_csv,
-                                   args.figure)
+                                   args.ten_crop, args.save_probs, args.save_csv, args.figure)
         if args.mode == 'export':
             export.export(args.export, settings.run_dir, args.checkpoint, args.overwrite)
             return 0

@@ -497,7 +497,7 @@ def _bad_inputs(tmp):
         'ratio not positive': (['--image-dir', str(good), '--output-dir', out, '--ratios', '1.0',
                                 '0', '0'], out, 'positive'),
         'two ratios': (['--image-dir', str(good), '--output-dir', out, '--ratios', '0.9', '0.1'],
-                       out, '3 numbers'),
+                       out, 'expected 3 arguments'),
         'too small class': (['--image-dir', str(small), '--output-dir', out], out,
                             sd.class_names(2)[-1]),
         'strict': ([], None, None),
@@ -528,7 +528,7 @@ def test_cli_help_names_every_flag():
     for flag in ('--image-dir', '--output-dir', '--ratios', '--seed', '--workers', '--overwrite',
                  '--strict'):
         assert flag in result.stdout
-    assert '--data-dir is an alias' in ' '.join(result.stdout.split())
+    assert '--data-dir: an alias' in ' '.join(result.stdout.split())
 
 
 def test_data_dir_is_an_alias_of_image_dir():
