@@ -1,5 +1,6 @@
 """A run's checkpoints: their names, finding one, checking that it restores, choosing the best,
-restoring it, and what one holds. Training, --evaluate, --predict and --export all go through here.
+restoring it, what one holds, and starting a new run from one (--init-from). Training, --evaluate,
+--predict and --export all go through here.
 
     runs/<name>/model.ckpt-<epoch>.{index,data-00000-of-00001,meta}   one per kept epoch
     runs/<name>/best.json     the epoch with the best validation accuracy, and its checkpoint
@@ -12,13 +13,16 @@ checkpoints (prune), so after a kill at any moment the newest metrics row has it
 import contextlib
 import json
 import os
+import re
 
+import numpy as np
 import tensorflow as tf
 
 import netspec
 import rundir
 import weights_file
 from atomicfile import free_space, human_size
+from feature_store import file_digest
 from rundir import RunError
 
 PREFIX = 'model.ckpt'
@@ -38,6 +42,12 @@ def missing_files(run_dir, epoch):
     prefix = path(run_dir, epoch)
     return [os.path.basename(prefix + suffix) for suffix in SUFFIXES[:2]
             if not os.path.exists(prefix + suffix)]
+
+
+def epoch_of(prefix):
+    """The epoch of a checkpoint prefix (model.ckpt-7 -> 7), or None for another name."""
+    found = re.fullmatch(re.escape(PREFIX) + r'-(\d+)', os.path.basename(prefix))
+    return int(found.group(1)) if found else None
 
 
 def exists(run_dir, epoch):
@@ -264,3 +274,53 @@ def space_warning(run_dir, epochs, keep, done, checkpoint_size, cache_size):
             % (human_size(needed), run_dir, at_once, human_size(checkpoint_size),
                ' and a %s feature cache' % human_size(cache_size) if cache_size else '',
                human_size(free), keep))
+
+
+# --- starting a new run from one (--init-from) ---------------------------------------------------
+
+def init_weights(where, weights, names, skip_layers, records_dir):
+    """The weights a new run started --init-from `where` (a checkpoint, one of its files or a run
+    dir: its best) starts from -> (the checkpoint's prefix, Weights, the layers taken from it):
+    every layer the checkpoint holds comes from it, the others from `weights` (the --weights
+    file's Weights), whose description (network, mean) the run keeps. Layers of `skip_layers`
+    come from neither: the run starts them from their fillers. A RunError, in one line, for a
+    checkpoint of another network or mean, or (unless fc8 is skipped) of other classes than
+    `names` (labels.txt in `records_dir`)."""
+    prefix = find(where)
+    model = rundir.recorded_model(os.path.dirname(prefix), names)
+    size = len(names)
+    fix = 'start from a run that was trained from the same --weights'
+    if model.structure.with_classes(size) != weights.structure.with_classes(size):
+        raise RunError('--init-from %s: that run\'s network differs from the one of --weights '
+                       '(other layers, or another order of ReLU, LRN and pooling): %s'
+                       % (prefix, fix))
+    if not np.array_equal(weights_file.mean_array(model.mean),
+                          weights_file.mean_array(weights.mean)):
+        raise RunError('--init-from %s: that run subtracted another mean than --weights does: %s'
+                       % (prefix, fix))
+    if 'fc8' not in skip_layers and (model.classes != list(names) or classes(prefix) != size):
+        raise RunError('--init-from %s was trained on other classes than labels.txt in %s '
+                       'lists: start from a run on these classes, or add fc8 to --skip-layers '
+                       'to start fc8 from Caffe\'s fillers' % (prefix, records_dir))
+    with reading(prefix):
+        reader = tf.train.load_checkpoint(prefix)
+        held = [name for name in weights.structure.names
+                if name not in skip_layers and reader.has_tensor(name + '/weights')]
+        layers = {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
+                         for kind in ('weights', 'biases')} for name in held}
+    merged = weights_file.Weights(dict(weights, **layers), weights.structure, weights.mean,
+                                  weights.labels)
+    return prefix, merged, held
+
+
+def weights_digest(weights_path, init_checkpoint=None):
+    """The digest of the weights a run starts from, which its frozen layers' features depend on:
+    the contents of the weights file and, for a run started --init-from a checkpoint, of that
+    checkpoint's files. Without one it is file_digest(weights_path).hexdigest(), the weights
+    digest of feature_store.FeatureKey. The one function the feature cache's key takes it from."""
+    digest = file_digest(weights_path)
+    if init_checkpoint is not None:
+        for suffix in SUFFIXES[:2]:
+            digest.update(suffix.encode())
+            file_digest(init_checkpoint + suffix, digest)
+    return digest.hexdigest()

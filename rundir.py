@@ -5,6 +5,8 @@
     runs/<name>/model.ckpt-<epoch>  TensorFlow checkpoints, and best.json: checkpoints.py's
     runs/<name>/model.json          what using its checkpoints needs: class names, network
                                     structure, mean (a mean image in mean.npy next to it)
+    runs/<name>/init_from.json      where a run started --init-from began: the checkpoint, its
+                                    epoch, the layers taken from it, the weights digest
     runs/<name>/feature_cache/      the frozen-feature cache (feature_cache.py)
 
 Every file is written whole through a rename (atomicfile). One process owns the folder at a time
@@ -29,6 +31,7 @@ METRICS_FILE = 'metrics.csv'
 CACHE_DIR = 'feature_cache'
 SETTINGS_FILE = 'settings.json'
 MODEL_FILE = 'model.json'
+INIT_FILE = 'init_from.json'
 MEAN_IMAGE_FILE = 'mean.npy'
 METRICS_HEADER = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
                   'learning_rate', 'seconds', 'checkpoint')
@@ -186,3 +189,28 @@ def recorded_model(run_dir, classes):
         return read_model(run_dir)
     return Model(list(classes), netspec.BVLC_ALEXNET.with_classes(len(classes)),
                  weights_file.IMAGENET_MEAN_BGR)
+
+
+# --- where a run started --init-from began ---------------------------------------------------------
+
+def write_start(run_dir, record):
+    """Record where the run began (a dict: checkpoint, epoch, val_accuracy, layers, weights,
+    weights_digest), once, before its first epoch: a resume restores its own checkpoints and
+    keys its feature cache by the recorded digest, whatever became of the checkpoint since."""
+    save_json(os.path.join(run_dir, INIT_FILE), record, 'where the run started')
+
+
+def read_start(run_dir):
+    """The record write_start wrote, or a RunError that says how to go on."""
+    path = os.path.join(run_dir, INIT_FILE)
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+        missing = [key for key in ('checkpoint', 'weights_digest')
+                   if not isinstance(record.get(key), str)]
+        if missing:
+            raise ValueError('no %s' % ', '.join(missing))
+        return record
+    except (OSError, ValueError, AttributeError) as error:
+        raise RunError('%s is missing or damaged (%s): it records the checkpoint this run started '
+                       'from; start again in a new --run-dir' % (path, error)) from None

@@ -83,14 +83,37 @@ def epoch_seed(seed, epoch):
     return seed * 1000003 + epoch
 
 
-def read_pretrained(settings, num_classes):
+def read_pretrained(settings, classes):
+    """The weights a new run starts from -> (Weights, None), or for a run started --init-from a
+    checkpoint (Weights, (its prefix, the layers taken from it)): checkpoints.init_weights."""
     weights = alexnet.read_weights(settings.weights, allow_pickle=settings.allow_pickle)
+    init = None
+    if settings.init_from:
+        prefix, weights, held = checkpoints.init_weights(
+            settings.init_from, weights, classes, settings.skip_layers, settings.records_dir)
+        init = prefix, held
     fc8 = weights.get('fc8', {}).get('weights')
-    if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != num_classes:
+    if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != len(classes):
         raise RunError('%s has %d classes in fc8 but labels.txt in %s has %d: add fc8 to '
                        '--skip-layers (SKIP_LAYERS in setting.py) to replace it'
-                       % (settings.weights, fc8.shape[-1], settings.records_dir, num_classes))
-    return weights
+                       % (settings.weights, fc8.shape[-1], settings.records_dir, len(classes)))
+    return weights, init
+
+
+def record_start(settings, init):
+    """Record in the run dir where a run started --init-from begins (rundir.write_start) and say
+    it in the log."""
+    prefix, held = init
+    epoch = checkpoints.epoch_of(prefix)
+    row = next((row for row in rundir.read_metrics(os.path.dirname(prefix))
+                if row['epoch'] == str(epoch)), None)
+    accuracy = float(row['val_accuracy']) if row else None
+    rundir.write_start(settings.run_dir, {
+        'checkpoint': os.path.abspath(prefix), 'epoch': epoch, 'val_accuracy': accuracy,
+        'layers': held, 'weights': os.path.abspath(settings.weights),
+        'weights_digest': checkpoints.weights_digest(settings.weights, prefix)})
+    return '%s from %s (--init-from%s)' % (
+        ', '.join(held), prefix, ': epoch %d, val acc %.4f' % (epoch, accuracy) if row else '')
 
 
 class TrainingGraph:
@@ -170,10 +193,11 @@ def start(settings):
     lock, rows = rundir.open_run(settings, log)
     try:
         if rows:   # resuming: the checkpoints hold the weights, the run dir the model
-            weights = None
+            starting = None
             description = recorded_model(settings.run_dir, classes, settings.records_dir)
         else:
-            weights = read_pretrained(settings, len(classes))
+            starting = read_pretrained(settings, classes)
+            weights = starting[0]
             description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
                                        weights.mean)
         rundir.write_model(settings.run_dir, description)
@@ -186,7 +210,7 @@ def start(settings):
         if warning:
             warn(warning)
         log(why)
-        return Run(settings, description, counts, rows, weights, cached, lock)
+        return Run(settings, description, counts, rows, starting, cached, lock)
     except BaseException:
         lock.release()
         raise
@@ -206,7 +230,7 @@ class Run:
     """A run's session: train an epoch, validate, save, log scalars, test the best epoch. It holds
     the run dir's lock (`lock`, from rundir.open_run) until it closes."""
 
-    def __init__(self, settings, description, counts, rows, weights, cached, lock):
+    def __init__(self, settings, description, counts, rows, starting, cached, lock):
         self.settings, self.counts, self.rows = settings, counts, rows
         self.classes = description.classes
         self.lock, self.writer, self.session = lock, None, None
@@ -229,15 +253,18 @@ class Run:
                 log('resuming %s after epoch %d of %d (from %s)' % (
                     run_dir, done, settings.epochs, checkpoints.path(run_dir, done)))
             else:
-                weights = weights or read_pretrained(settings, len(self.classes))
+                weights, init = starting or read_pretrained(settings, self.classes)
                 loaded = alexnet.load_weights(self.session, weights,
                                               skip_layers=settings.skip_layers,
                                               source=settings.weights)
                 self.session.run(self.model.others_init)
-                log('loaded %s from %s; initialised %s from Caffe\'s fillers; training %s'
-                    % (', '.join(loaded), settings.weights,
-                       ', '.join(settings.skip_layers) or 'nothing',
-                       ', '.join(settings.train_layers)))
+                sources = [record_start(settings, init)] if init else []
+                rest = [name for name in loaded if name not in (init[1] if init else [])]
+                if rest:
+                    sources.append('%s from %s' % (', '.join(rest), settings.weights))
+                log('loaded %s; initialised %s from Caffe\'s fillers; training %s'
+                    % ('; '.join(sources) or 'nothing', ', '.join(settings.skip_layers) or
+                       'nothing', ', '.join(settings.train_layers)))
             self.cache = self._feature_cache() if cached else None
         except BaseException:
             self.__exit__(*sys.exc_info())
@@ -398,9 +425,12 @@ class Run:
         random_below = sorted(set(settings.skip_layers) & set(below))
         cache_dir = os.path.join(settings.run_dir, rundir.CACHE_DIR)
         cache, files = {}, []
+        # the frozen layers' values: from --weights, or from the checkpoint of --init-from
+        weights = (rundir.read_start(settings.run_dir)['weights_digest'] if settings.init_from
+                   else checkpoints.weights_digest(settings.weights))
         for split, shape in cache_shapes(settings, self.counts, structure).items():
-            inputs = records.record_files(settings.records_dir, split) + [settings.weights]
-            key = feature_cache.cache_key(inputs, boundary=model.boundary_layer,
+            key = feature_cache.cache_key(records.record_files(settings.records_dir, split),
+                                          weights=weights, boundary=model.boundary_layer,
                                           variants=shape[1], random_layers=random_below,
                                           seed=settings.seed if random_below else None)
             files.append(feature_cache.path(cache_dir, split, key))
