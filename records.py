@@ -217,7 +217,7 @@ def without_autotune(dataset):
 
     The training graph re-initialises one iterator from the training pipeline to validation every
     epoch, and with autotuning on that switch sometimes sat idle, every thread asleep, for tens
-    of seconds (the README's Results give the measurements). Off, it doesn't, and the pipeline
+    of seconds (docs/BENCHMARKS.md gives the measurements). Off, it doesn't, and the pipeline
     still outpaces the model many times over."""
     options = tf.data.Options()
     options.autotune.enabled = False
