@@ -13,8 +13,10 @@ No TensorFlow here.
 """
 import argparse
 import os
+import sys
 
 import setting
+from errors import UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -42,3 +44,18 @@ def show_path(path):
     """A default path as the user would type it: relative to the repository it lies in."""
     relative = os.path.relpath(path, setting.ROOT)
     return path if relative.startswith(os.pardir) else relative
+
+
+def run(prog, work, errors=(UserError,)):
+    """The exit status of a command whose body is work(): 0 when it returns, 1 with one line
+    `<prog>: error: <message>` for `errors`, 130 with one line on Ctrl-C. For commands with
+    nothing else to do on an error (the stand-in generators); the others handle theirs in main."""
+    try:
+        work()
+    except errors as error:
+        print('%s: error: %s' % (prog, error), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('%s: interrupted' % prog, file=sys.stderr)
+        return 130
+    return 0

@@ -22,12 +22,14 @@ check the converter against it.
 import dataclasses
 import math
 import os
+import sys
 
 import cv2
 import numpy as np
 
 import cli
 import images
+from errors import UserError
 
 # UC Merced Land Use's 21 classes (Yang & Newsam, ACM SIGSPATIAL GIS 2010), in sorted order.
 CLASS_NAMES = (
@@ -238,13 +240,17 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    folder = make_dataset_folder(args.root, args.num_classes, args.per_class, args.size, args.seed,
-                                 quirks=not args.no_quirks, too_small_class=args.too_small_class,
-                                 workers=args.workers)
-    print('wrote %d readable images in %d classes to %s (%d corrupt, %d non-images)'
-          % (len(folder.images), len(folder.classes), args.root, len(folder.corrupt),
-             len(folder.ignored)))
+
+    def work():
+        folder = make_dataset_folder(args.root, args.num_classes, args.per_class, args.size,
+                                     args.seed, quirks=not args.no_quirks,
+                                     too_small_class=args.too_small_class, workers=args.workers)
+        print('wrote %d readable images in %d classes to %s (%d corrupt, %d non-images)'
+              % (len(folder.images), len(folder.classes), args.root, len(folder.corrupt),
+                 len(folder.ignored)))
+    # a value make_dataset_folder refuses, or a folder it can't write: the user's to fix
+    return cli.run('synthetic_dataset.py', work, (UserError, ValueError, OSError))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

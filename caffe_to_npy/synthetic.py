@@ -13,6 +13,7 @@ way, from its layers and arrays (networks outside the AlexNet family, for the co
 """
 import dataclasses
 import os
+import sys
 
 import numpy as np
 from google.protobuf import text_format
@@ -20,6 +21,7 @@ from google.protobuf import text_format
 import cli
 import netspec
 import weights_file
+from errors import UserError
 
 from . import caffe_pb
 
@@ -329,14 +331,19 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    base = netspec.CAFFENET if args.caffenet else netspec.BVLC_ALEXNET
-    for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format, args.width,
-                              base=base, style=args.style):
-        print(path)
-    if args.caffenet:
-        print(write_mean(os.path.join(args.out_dir, 'mean.binaryproto'), mean_image(args.seed)))
+
+    def work():
+        os.makedirs(args.out_dir, exist_ok=True)
+        base = netspec.CAFFENET if args.caffenet else netspec.BVLC_ALEXNET
+        for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format,
+                                  args.width, base=base, style=args.style):
+            print(path)
+        if args.caffenet:
+            print(write_mean(os.path.join(args.out_dir, 'mean.binaryproto'),
+                             mean_image(args.seed)))
+    # sizes the network can't have, or a folder it can't write: the user's to fix
+    return cli.run('python -m caffe_to_npy.synthetic', work, (UserError, ValueError, OSError))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
