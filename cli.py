@@ -49,7 +49,8 @@ def show_path(path):
 def run(prog, work, errors=(UserError,)):
     """The exit status of a command whose body is work(): 0 when it returns, 1 with one line
     `<prog>: error: <message>` for `errors`, 130 with one line on Ctrl-C. For commands with
-    nothing else to do on an error (the stand-in generators); the others handle theirs in main."""
+    nothing else to say on an error (validate, the stand-in generators); the others, whose
+    interrupted line says what was kept, handle theirs in main."""
     try:
         work()
     except errors as error:

@@ -105,32 +105,29 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        # The import boundary: TensorFlow loads here, once the flags are parsed, its start-up
-        # chatter filtered (environment.py).
-        environment.load_tensorflow()
-        import alexnet
-        import classify
-        if args.inputs:
-            paths = classify.input_paths(args.inputs)
-        else:
-            paths = [classify.sample_photo()]
-            print("no images given: classifying matplotlib's sample photo %s" % paths[0])
-        weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
-        classes = weights.structure.num_classes
-        names = model_class_names(args.weights, weights, args.labels)
-        print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
-              % (args.weights, classes, len(paths), args.top_k, args.batch_size))
-        with classify.from_weights(weights) as classifier:
-            classify.run(paths, classifier, names, args.top_k, args.batch_size,
-                         probs_out=args.save_probs, figure_out=args.figure)
-    except UserError as error:
-        print('%s: error: %s' % (PROG, error), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('%s: interrupted' % PROG, file=sys.stderr)
-        return 130
-    return 0
+    return cli.run(PROG, lambda: validate(args))
+
+
+def validate(args):
+    """Classify the images of the parsed flags `args` and print their top-k classes."""
+    # The import boundary: TensorFlow loads here, once the flags are parsed, its start-up
+    # chatter filtered (environment.py).
+    environment.load_tensorflow()
+    import alexnet
+    import classify
+    if args.inputs:
+        paths = classify.input_paths(args.inputs)
+    else:
+        paths = [classify.sample_photo()]
+        print("no images given: classifying matplotlib's sample photo %s" % paths[0])
+    weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
+    classes = weights.structure.num_classes
+    names = model_class_names(args.weights, weights, args.labels)
+    print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
+          % (args.weights, classes, len(paths), args.top_k, args.batch_size))
+    with classify.from_weights(weights) as classifier:
+        classify.run(paths, classifier, names, args.top_k, args.batch_size,
+                     probs_out=args.save_probs, figure_out=args.figure)
 
 
 if __name__ == '__main__':
