@@ -209,6 +209,11 @@ def existing(path):
     return path
 
 
+def same_file_system(path, other):
+    """Whether `path` and `other` (or their nearest existing parents) are on one file system."""
+    return os.stat(existing(path)).st_dev == os.stat(existing(other)).st_dev
+
+
 def free_space(path):
     """Free bytes on the file system of `path` (or of its nearest existing parent); None if the
     system won't say."""

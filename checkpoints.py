@@ -18,7 +18,7 @@ import tensorflow as tf
 import netspec
 import rundir
 import weights_file
-from atomicfile import existing, free_space, human_size
+from atomicfile import free_space, human_size, same_file_system
 from rundir import RunError
 
 PREFIX = 'model.ckpt'
@@ -271,7 +271,7 @@ def space_warning(run_dir, epochs, keep, done, checkpoint_size, features=None):
                if name.startswith(PREFIX + '-')]
     needed = max(0, at_once * checkpoint_size - sum(map(os.path.getsize, present)))
     store, store_bytes = features or (run_dir, 0)
-    shared = os.stat(existing(store)).st_dev == os.stat(run_dir).st_dev
+    shared = same_file_system(store, run_dir)
     parts = ['up to %d checkpoints of %s' % (at_once, human_size(checkpoint_size))] \
         if at_once else []
     if shared and store_bytes:

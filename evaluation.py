@@ -2,8 +2,9 @@
 
 Builds only what evaluating needs: the test images' input pipeline and the classifier, through
 the full graph. The test images are those of the records' test split, or, for a checkpoint of a
-protocol's split (a run dir with a split.csv), that split's test part of the same records. The report goes next to the checkpoint, in evaluate-<checkpoint>/ (centre crop)
-or evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
+protocol's split (a run dir with a split.csv), that split's test part of the same records. The
+report goes next to the checkpoint, in evaluate-<checkpoint>/ (centre crop) or
+evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
 image averaged): report.evaluation_dir.
 """
 import os

@@ -3,8 +3,9 @@ the frozen layers' extraction that fills the feature store.
 
 Each mode builds only what it uses: training (training.py) the input pipelines, the classifier,
 the scores and the SGD step; --evaluate (evaluation.py) the test pipeline, the classifier and the
-scores; the SVM baseline (svm_run.py) the extraction alone. The classifier takes the network's structure (a netspec.Structure, a small dataclass),
-never the command line's settings, and any tensor as input: an iterator's batch, a placeholder.
+scores; the SVM baseline (svm_run.py) the extraction alone. The classifier takes the network's
+structure (a netspec.Structure, a small dataclass), never the command line's settings, and any
+tensor as input: an iterator's batch, a placeholder.
 """
 import collections
 import math

@@ -35,7 +35,8 @@ Flips (the only augmentation): one of FLIP_VARIANTS per training image and epoch
 left/right flip, bit 1 up/down. shuffle_with_variants draws the epoch's order and each position's
 variant from the epoch's seed, statelessly; the full graph flips the decoded images
 (training_dataset), the feature store holds every variant of every image (variants_dataset) and
-the cached head picks the drawn one (training_order). One draw, two consumers: both train on the same batches.
+the cached head picks the drawn one (training_order). One draw, two consumers: both train on the
+same batches.
 As in Caffe's data layer, a flip comes after the mean is subtracted: a flipped image is
 flip(crop(image) - crop(mean)), never minus a flipped mean image.
 """

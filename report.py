@@ -188,12 +188,15 @@ def plot_matrix(path, classes, matrix, title, cell_text):
 
 
 def plot_curves(path, rows):
-    """Loss and accuracy per epoch, train and validation, from metrics.csv rows (dicts)."""
+    """Loss and accuracy per epoch, train and validation (when validated), from metrics.csv
+    rows (dicts)."""
     epochs = [int(r['epoch']) for r in rows]
     figure = Figure(figsize=(10, 4))
     loss, accuracy = figure.subplots(1, 2)
+    parts = (('train', 'o-'), ('val', 's-')) if all(r['val_loss'] != '' for r in rows) else \
+        (('train', 'o-'),)
     for axes, key, title in ((loss, 'loss', 'loss (cross-entropy)'), (accuracy, 'accuracy', 'accuracy')):
-        for split, style in (('train', 'o-'), ('val', 's-')):
+        for split, style in parts:
             axes.plot(epochs, [float(r['%s_%s' % (split, key)]) for r in rows], style,
                       label='validation' if split == 'val' else split)
         axes.set_xlabel('epoch')

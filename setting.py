@@ -67,7 +67,7 @@ SVM_C = 1.0
 PROTOCOL_SPLIT_RATIOS = (0.7, 0.1, 0.2)
 
 # --- speed (fineturn.py) ------------------------------------------------------------------------
-USE_FEATURE_CACHE = True    # compute frozen layers once per image when that is exact (FEATURE_STORE)
+USE_FEATURE_CACHE = True    # compute frozen layers once per image when exact (in FEATURE_STORE)
 CACHE_RAM_GB = 4.0          # a run's frozen features above this size go to a memory-mapped file
 
 # --- checking the weights (validate_alexnet_on_imagenet.py) -------------------------------------
