@@ -23,6 +23,7 @@ No TensorFlow here.
 """
 import functools
 import os
+import time
 
 import numpy as np
 
@@ -72,8 +73,9 @@ def load(store, digests, extract, progress, ram_gb, scratch_dir, log):
     variants, *shape]: read from `store`, what is missing or damaged computed by `extract`
     (feature_store.FeatureStore.fill's callback, `progress` its progress). Held in memory up to
     `ram_gb`, else memory-mapped from a scratch file in `scratch_dir`. Logs what was reused and
-    computed."""
+    computed, and how long that took."""
+    started = time.time()
     out = feature_store.pool_array(len(digests), store.key.shape, ram_gb, scratch_dir)
     features = store.load(digests, extract, progress, out=out)
-    log(store.summary(len(digests)))
+    log('%s; %.1f s' % (store.summary(len(digests)), time.time() - started))
     return features
