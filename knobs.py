@@ -30,7 +30,7 @@ import os
 
 import netspec
 import setting
-from cli import Parser, show_number, show_path, with_default
+from cli import Parser, show_list, show_number, show_path, with_default
 from errors import UserError
 
 
@@ -45,7 +45,8 @@ class Knob:
     help: str                 # one line; --help adds the default, in the flag's syntax
     parse: object = str       # flag text -> value (a ValueError's message is the error)
     show: object = str        # value -> text in the flag's syntax (the default in --help)
-    metavar: str = None
+    metavar: object = None    # a name, or a tuple of names for a flag of several values
+    nargs: int = None         # values the flag takes (None: one)
     kind: str = 'value'       # 'value': --x VALUE; 'switch': --x/--no-x; 'flag': --x alone
     aliases: tuple = ()       # older flags that still work (--help says they are aliases)
     recipe: bool = False      # changes what an epoch computes: resume needs the same value
@@ -72,6 +73,7 @@ class Mode:
     help: str
     metavar: str = None       # the flag's value (None: a flag alone)
     nargs: str = None
+    parse: object = str       # the value's text -> value
     defaults: dict = dataclasses.field(default_factory=dict)   # knob defaults it changes
     uses: tuple = None        # the RUN knobs it reads (None: all); the others are refused
     why: str = ''             # what it uses instead of the refused ones, for the error line
@@ -118,6 +120,16 @@ def lr_multipliers(spec):
 
 def show_lr_multipliers(multipliers):
     return ','.join('%s=%g/%g' % (layer, *pair) for layer, pair in multipliers.items()) or 'none'
+
+
+def one_of(*choices):
+    """A parser that takes one of `choices` (a ValueError names them otherwise)."""
+    def parse(text):
+        if text not in choices:
+            raise ValueError('%s: expected %s' % (text, ' or '.join(choices)))
+        return text
+    parse.__name__ = '|'.join(choices)
+    return parse
 
 
 # --- checks of one value -------------------------------------------------------------------------
@@ -190,8 +202,20 @@ RUN = (
          'the best); 0 keeps all', int, metavar='N'),
     Knob('cache', setting.USE_FEATURE_CACHE, 'compute the frozen layers once per image (exact); '
          '--no-cache runs the full graph every step', kind='switch'),
-    Knob('cache_ram_gb', setting.CACHE_RAM_GB, 'a feature cache larger than this many GB is '
-         'memory-mapped from disk', float, show_number, metavar='GB'),
+    Knob('cache_ram_gb', setting.CACHE_RAM_GB, 'a run\'s frozen features larger than this many '
+         'GB are memory-mapped from disk', float, show_number, metavar='GB'),
+    Knob('feature_store', setting.FEATURE_STORE, 'frozen features, computed once per image and '
+         'shared by every run, split and concurrent job on the same weights', show=show_path,
+         metavar='DIR'),
+    Knob('classifier', setting.CLASSIFIER, 'finetune: train --train-layers; svm: no '
+         'fine-tuning, a linear SVM (scikit-learn\'s LinearSVC) on each image\'s frozen '
+         '--svm-layer features', one_of('finetune', 'svm'), metavar='finetune|svm', recipe=True,
+         before='finetune'),
+    Knob('svm_layer', setting.SVM_LAYER, '--classifier svm: the features, this layer after its '
+         'ReLU for the centre crop, L2-normalised', one_of('fc6', 'fc7'), metavar='fc6|fc7',
+         recipe=True, before='fc7'),
+    Knob('svm_c', setting.SVM_C, '--classifier svm: LinearSVC\'s C', float, show_number,
+         metavar='C', recipe=True, before=1.0, check=positive('--svm-c')),
     Knob('allow_pickle', False, 'allow a legacy pickled .npy weights file (runs code from the '
          'file)', kind='flag', saved=False),
 )
@@ -209,6 +233,12 @@ def check_run(settings):
     if untrained:
         return ('--lr-mult names %s but --train-layers does not: train the layer or drop its '
                 'multiplier' % ', '.join(untrained))
+    if settings.classifier == 'svm' and not settings.cache:
+        return ('--no-cache is for fine-tuning: --classifier svm always reads its features from '
+                'the feature store (--feature-store)')
+    if settings.classifier == 'svm' and settings.init_from:
+        return ('--init-from is for fine-tuning: --classifier svm reads the frozen features of '
+                '--weights')
     return None
 
 
@@ -231,6 +261,10 @@ MODES = (
          why=A_RUNS_MODEL),
     Mode('export', 'write that model as a TF2 SavedModel (preprocessing inside)',
          metavar='OUT_DIR', uses=('run_dir',), why=A_RUNS_MODEL),
+    Mode('splits', 'run the recipe on N seeded, class-stratified random splits of all the images '
+         'in --records-dir (train, validation and test records together): RUN_DIR/split-01 .. N, '
+         'each a run dir, then the table RUN_DIR/protocol.md (OA mean ± std); rerun to resume',
+         metavar='N', parse=int),
 )
 
 OPTIONS = (
@@ -251,6 +285,12 @@ OPTIONS = (
          'their mirrors (Caffe\'s oversample)', kind='flag', modes=('predict', 'evaluate')),
     Knob('overwrite', False, 'replace an earlier export in OUT_DIR', kind='flag',
          modes=('export',)),
+    Knob('split', None, 'run split K alone (one job of a cluster\'s array job, e.g. Slurm '
+         '--array=1-N); the job that finishes the last split writes the table', int, metavar='K',
+         modes=('splits',)),
+    Knob('split_ratios', tuple(setting.PROTOCOL_SPLIT_RATIOS), 'each class\'s share of train, '
+         'validation and test images; VAL 0 trains --epochs and tests the last epoch', float,
+         show_list, metavar=('TRAIN', 'VAL', 'TEST'), nargs=3, modes=('splits',)),
 )
 
 
@@ -264,6 +304,10 @@ def settings_class(name, knobs, check=None):
     def saved(self):
         """The settings as settings.json records them, in declaration order."""
         return {knob.name: getattr(self, knob.name) for knob in knobs if knob.saved}
+
+    def recipe(self):
+        """{name: value} of the recipe knobs."""
+        return {knob.name: getattr(self, knob.name) for knob in knobs if knob.recipe}
 
     def recipe_changes(self, earlier):
         """The recipe knobs whose value differs from `earlier` (an earlier settings.json)."""
@@ -281,7 +325,8 @@ def settings_class(name, knobs, check=None):
 
     return dataclasses.make_dataclass(
         name, [(knob.name, object) for knob in knobs],
-        namespace={'saved': saved, 'recipe_changes': recipe_changes, 'check': check_settings,
+        namespace={'saved': saved, 'recipe': recipe, 'recipe_changes': recipe_changes,
+                   'check': check_settings,
                    '__doc__': 'The values of %s.' % ', '.join(knob.flag for knob in knobs)})
 
 
@@ -326,7 +371,7 @@ def add_knobs(group, knobs, modes, declared=()):
         elif knob.kind == 'flag':
             options.update(action='store_const', const=True)
         else:
-            options.update(type=_parser_of(knob.parse), metavar=knob.metavar)
+            options.update(type=_parser_of(knob.parse), metavar=knob.metavar, nargs=knob.nargs)
         group.add_argument(knob.flag, *knob.aliases, **options)
 
 
@@ -342,7 +387,7 @@ def parser(description, run=RUN, modes=MODES, options=OPTIONS):
     for mode in modes:
         if mode.metavar:
             chosen.add_argument('--' + mode.name, metavar=mode.metavar, nargs=mode.nargs,
-                                help=mode.help)
+                                type=_parser_of(mode.parse), help=mode.help)
         else:
             chosen.add_argument('--' + mode.name, action='store_true', help=mode.help)
     add_knobs(result.add_argument_group('options of some modes'), options, modes, declared)

@@ -7,7 +7,12 @@
                                     structure, mean (a mean image in mean.npy next to it)
     runs/<name>/init_from.json      where a run started --init-from began: the checkpoint, its
                                     epoch, the layers taken from it, the weights digest
-    runs/<name>/feature_cache/      the frozen-feature cache (feature_cache.py)
+    runs/<name>/svm.npz             --classifier svm: the linear SVM, instead of checkpoints
+    runs/<name>/split.csv           a split of a protocol (--splits): the images of its parts
+
+The frozen features a run computes go to the shared feature store (--feature-store), not to the
+run dir. A run dir from before the store holds a per-run cache, feature_cache/: opening the run
+deletes it (open_run) and says how much that freed.
 
 Every file is written whole through a rename (atomicfile). One process owns the folder at a time
 (outputdir: a lock, and the removal of the temporary files killed writers left).
@@ -18,18 +23,19 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 
 import netspec
 import outputdir
 import weights_file
-from atomicfile import atomic_write
+from atomicfile import atomic_write, human_size
 from errors import UserError
 
 METRICS_FILE = 'metrics.csv'
-CACHE_DIR = 'feature_cache'
 SETTINGS_FILE = 'settings.json'
+SVM_FILE = 'svm.npz'
 MODEL_FILE = 'model.json'
 INIT_FILE = 'init_from.json'
 MEAN_IMAGE_FILE = 'mean.npy'
@@ -62,10 +68,13 @@ def write_metrics(run_dir, rows):
 
 def metrics_row(epoch, train_loss, train_accuracy, val_loss, val_accuracy, learning_rate,
                 seconds, checkpoint):
-    """The metrics.csv row of an epoch whose checkpoint (a prefix) is `checkpoint`."""
+    """The metrics.csv row of an epoch whose checkpoint (a prefix) is `checkpoint`; the
+    validation columns are empty when val_loss and val_accuracy are None (no validation part)."""
+    def shown(value):
+        return '' if value is None else '%.6f' % value
     return {'epoch': epoch, 'train_loss': '%.6f' % train_loss,
-            'train_accuracy': '%.6f' % train_accuracy, 'val_loss': '%.6f' % val_loss,
-            'val_accuracy': '%.6f' % val_accuracy, 'learning_rate': '%.6g' % learning_rate,
+            'train_accuracy': '%.6f' % train_accuracy, 'val_loss': shown(val_loss),
+            'val_accuracy': shown(val_accuracy), 'learning_rate': '%.6g' % learning_rate,
             'seconds': '%.2f' % seconds,
             'checkpoint': os.path.basename(checkpoint)}
 
@@ -108,10 +117,23 @@ def open_run(settings, log=print):
         raise RunError('--run-dir %s is a file' % run_dir)
     lock = outputdir.own(run_dir, '--run-dir', log)
     try:
+        _remove_old_cache(run_dir, log)
         return lock, _reopen(settings)
     except BaseException:
         lock.release()
         raise
+
+
+def _remove_old_cache(run_dir, log):
+    """Delete the per-run feature cache that runs kept before the feature store, and say so."""
+    folder = os.path.join(run_dir, 'feature_cache')
+    if not os.path.isdir(folder):
+        return
+    size = sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(folder) for name in names)
+    shutil.rmtree(folder)
+    log('removed %s, the per-run feature cache of earlier versions (%s): frozen features now '
+        'live in the feature store (--feature-store)' % (folder, human_size(size)))
 
 
 def _reopen(settings):

@@ -4,6 +4,7 @@ of the rate, as docs/USAGE.md's recipe does."""
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ import alexnet
 import checkpoints
 import feature_store
 import fineturn
+import frozen_features
 import netspec
 import rundir
 import training
@@ -23,6 +25,11 @@ STAGE2 = ('--train-layers', 'conv5,fc6,fc7,fc8', '--learning-rate', '1e-5', '--b
 def stage2_args(records, weights, run_dir, init_from, epochs=1, *extra):
     return [str(a) for a in ('--records-dir', records, '--weights', weights, '--run-dir', run_dir,
                              '--init-from', init_from, '--epochs', epochs) + STAGE2 + extra]
+
+
+def checkpoint(prefix):
+    """The files of a checkpoint that hold its values."""
+    return [prefix + suffix for suffix in checkpoints.SUFFIXES[:2]]
 
 
 def settings_of(args):
@@ -105,8 +112,8 @@ def test_two_stages_record_where_they_started_and_resume_from_their_own(
     with open(stage2 / rundir.INIT_FILE) as f:
         started = json.load(f)
     assert started['checkpoint'] == os.path.abspath(best)
-    assert started['weights_digest'] == checkpoints.weights_digest(alexnet_npz, best)
-    cache = sorted(os.listdir(stage2 / rundir.CACHE_DIR))
+    assert started['weights_digest'] == frozen_features.source_digest(alexnet_npz, checkpoint(best))
+    assert re.search(r'^features of \d+ images: .* [1-9]\d* computed', out, re.MULTILINE)
 
     # the frozen layers are stage 1's (here also the weights file's: stage 1 froze them too)
     first = checkpoints.arrays(checkpoints.path(str(stage2), 1), netspec.BVLC_ALEXNET)
@@ -122,7 +129,8 @@ def test_two_stages_record_where_they_started_and_resume_from_their_own(
     assert fineturn.main(stage2_args(tiny_records, alexnet_npz, stage2, stage1, 2)) == 0
     out = capsys.readouterr().out
     assert 'resuming %s after epoch 1 of 2' % stage2 in out and '--init-from' not in out
-    assert sorted(os.listdir(stage2 / rundir.CACHE_DIR)) == cache
+    # the same store entries: keyed by the recorded digest, not one of the files now
+    assert re.search(r'^features of (\d+) images: \1 reused from .*, 0 computed', out, re.MULTILINE)
     with open(stage2 / rundir.INIT_FILE) as f:
         assert json.load(f) == started
     assert [row['epoch'] for row in read_csv(stage2 / rundir.METRICS_FILE)] == ['1', '2']
@@ -164,11 +172,13 @@ def test_a_checkpoint_of_other_classes_or_another_network_is_refused(
 
 
 def test_the_weights_digest_covers_the_init_checkpoint(trained, alexnet_npz):
-    """The one function the feature cache (and feature_store's FeatureKey) key by: the weights
-    file's digest alone without --init-from, and another one for each checkpoint started from."""
-    alone = checkpoints.weights_digest(alexnet_npz)
+    """The one function feature_store's FeatureKey takes the frozen layers' source from: the
+    weights file's digest alone without --init-from, and another one for each checkpoint started
+    from."""
+    alone = frozen_features.source_digest(alexnet_npz)
     assert alone == feature_store.file_digest(alexnet_npz).hexdigest()
-    digests = {checkpoints.weights_digest(alexnet_npz, checkpoints.path(trained, epoch))
+    digests = {frozen_features.source_digest(alexnet_npz,
+                                             checkpoint(checkpoints.path(trained, epoch)))
                for epoch in (1, 2, 3)}
     assert len(digests) == 3 and alone not in digests
 

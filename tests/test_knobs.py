@@ -151,8 +151,9 @@ def test_a_new_knob_is_one_declaration(tmp_path):
 
 def test_the_recipe_keys_are_the_ones_that_change_an_epoch():
     recipe = [knob.name for knob in knobs.RUN if knob.recipe]
-    assert recipe == ['init_from', 'batch_size', 'learning_rate', 'lr_decay', 'weight_decay', 'lr_mult',
-                      'keep_prob', 'train_layers', 'skip_layers', 'flip', 'seed']
+    assert recipe == ['init_from', 'batch_size', 'learning_rate', 'lr_decay', 'weight_decay',
+                      'lr_mult', 'keep_prob', 'train_layers', 'skip_layers', 'flip', 'seed',
+                      'classifier', 'svm_layer', 'svm_c']
     settings = fineturn.settings_from(fineturn.parse_args([]))
     saved = settings.saved()
     assert 'allow_pickle' not in saved
@@ -160,3 +161,7 @@ def test_the_recipe_keys_are_the_ones_that_change_an_epoch():
     assert settings.recipe_changes(dict(saved, seed=1, flip=False)) == ['flip', 'seed']
     del saved['lr_mult']                      # runs from before --lr-mult had none
     assert settings.recipe_changes(saved) == []
+    for name in ('classifier', 'svm_layer', 'svm_c'):   # nor these: they fine-tuned
+        del saved[name]
+    assert settings.recipe_changes(saved) == []
+    assert settings.recipe()['classifier'] == 'finetune' and 'epochs' not in settings.recipe()
