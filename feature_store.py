@@ -168,8 +168,8 @@ def image_digest(encoded):
 
 
 class FeatureKey:
-    """What an image's features depend on besides the image: the weights file (its content
-    digest, file_digest(path).hexdigest()), the mean (3 BGR values or a mean image), the
+    """What an image's features depend on besides the image: the weights the frozen layers come
+    from (frozen_features.frozen_source_digest), the mean (3 BGR values or a mean image), the
     network's structure (netspec.Structure.to_dict()), the layer whose output is stored, the
     flip variants, and PREPROCESSING. `shape` is the layer's output shape; an entry holds
     (len(variants), *shape) float32."""

@@ -209,10 +209,10 @@ RUN = (
          metavar='DIR'),
     Knob('classifier', setting.CLASSIFIER, 'finetune: train --train-layers; svm: no '
          'fine-tuning, a linear SVM (scikit-learn\'s LinearSVC) on each image\'s frozen '
-         '--svm-layer features', one_of('finetune', 'svm'), metavar='finetune|svm', recipe=True,
+         '--svm-layer features', one_of('finetune', 'svm'), metavar='{finetune,svm}', recipe=True,
          before='finetune'),
     Knob('svm_layer', setting.SVM_LAYER, '--classifier svm: the features, this layer after its '
-         'ReLU for the centre crop, L2-normalised', one_of('fc6', 'fc7'), metavar='fc6|fc7',
+         'ReLU for the centre crop, L2-normalised', one_of('fc6', 'fc7'), metavar='{fc6,fc7}',
          recipe=True, before='fc7'),
     Knob('svm_c', setting.SVM_C, '--classifier svm: LinearSVC\'s C', float, show_number,
          metavar='C', recipe=True, before=1.0, check=positive('--svm-c')),

@@ -281,6 +281,7 @@ class Run:
         self.counts = {part: len(positions) for part, positions in ready.parts.items()}
         self.classes = ready.description.classes
         self.lock, self.writer, self.session = ready.lock, None, None
+        self.store = store
         self.model = TrainingGraph(settings, ready.description.structure, ready.description.mean,
                                    ready.parts, store is not None)
         run_dir, rows = settings.run_dir, ready.rows
