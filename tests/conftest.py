@@ -23,6 +23,7 @@ import setting  # noqa: E402
 # what is computed passes a store of its own. Subprocesses pass --feature-store themselves.
 SESSION_STORE = tempfile.mkdtemp(prefix='fineturn-test-store-')
 atexit.register(shutil.rmtree, SESSION_STORE, True)
+USER_STORE = setting.FEATURE_STORE          # what users get, and docs/USAGE.md shows
 setting.FEATURE_STORE = SESSION_STORE
 
 

@@ -271,10 +271,11 @@ def test_svm_predictions_equal_a_direct_scikit_learn_fit(finetuned, pool, alexne
         np.testing.assert_array_equal(saved['coef'], direct.coef_)
         assert 'decision value' in report.read_report(folder)['confidence']
     # an SVM split has no checkpoint: the modes that need one say so in one line
-    for mode in (['--evaluate', folder], ['--predict', pool[1], '--run-dir', folder],
+    for mode in (['--evaluate', folder, '--records-dir', pool[0]],
+                 ['--predict', pool[1], '--run-dir', folder],
                  ['--export', str(tmp_path / 'export'), '--run-dir', folder]):
         capsys.readouterr()
-        assert fineturn.main(['--records-dir', pool[0]] + mode) == 1
+        assert fineturn.main(mode) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and 'holds a linear SVM on frozen features' in err
 

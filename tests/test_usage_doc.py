@@ -18,6 +18,7 @@ import re
 
 import pytest
 
+import conftest
 import convert_tfrecord
 import fineturn
 import knobs
@@ -25,6 +26,7 @@ import synthetic_dataset
 import validate_alexnet_on_imagenet as validate
 from caffe_to_npy import __main__ as caffe_to_npy_main
 from caffe_to_npy import synthetic
+from cli import show_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USAGE = os.path.join(ROOT, 'docs', 'USAGE.md')
@@ -128,6 +130,8 @@ def check(command, usage):
         assert set(re.findall(r'--[\w-]+', flag)) == set(action.option_strings), \
             'USAGE.md:%d: give every spelling of the flag: %s' % (number, action.option_strings)
         shown, changed = shown_default(parser, action)
+        if shown == show_path(conftest.SESSION_STORE):      # the tests' own store, not users'
+            shown = show_path(conftest.USER_STORE)
         if shown is None:
             assert default == NONE, 'USAGE.md:%d: --help shows no default for %s' % (number, first)
             continue
@@ -170,7 +174,8 @@ def context(command, action):
     for knob in knobs.OPTIONS:
         if knob.name == action.dest and knob.modes:
             mode = next(m for m in knobs.MODES if m.name == knob.modes[0])
-            return ['--' + mode.name] + (['X'] if mode.metavar else [])
+            value = '3' if mode.parse is int else 'X'     # a value the mode's type takes
+            return ['--' + mode.name] + ([value] if mode.metavar else [])
     return []
 
 
