@@ -24,6 +24,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import feature_store  # noqa: E402
+import weights_file  # noqa: E402
 
 BATCH = 64
 
@@ -35,7 +36,7 @@ def timed(function):
 
 
 def once(folder, count):
-    key = feature_store.FeatureKey('weights', (104.0, 117.0, 123.0), {'net': 'alexnet'},
+    key = feature_store.FeatureKey('weights', weights_file.IMAGENET_MEAN_BGR, {'net': 'alexnet'},
                                    'pool5', (0, 1, 2, 3), (6, 6, 256))
     names = [feature_store.image_digest(b'image %d' % i) for i in range(count)]
     features = np.random.default_rng(0).normal(size=(count,) + key.shape).astype(np.float32)

@@ -89,6 +89,12 @@ def fineturn(work, name, *args):
     return seconds, result.stdout
 
 
+def megabytes(path):
+    """The size of the files under `path`, in MB."""
+    return sum(os.path.getsize(os.path.join(folder, name))
+               for folder, _, names in os.walk(path) for name in names) / 1e6
+
+
 def features_lines(log):
     """[(images computed, seconds)] of each 'features of ...' line of a log, in order."""
     return [(int(computed), float(seconds)) for _, _, computed, seconds in FEATURES.findall(log)]
@@ -134,6 +140,9 @@ def main(argv=None):
         protocol_total = converting + seconds
         print('protocol: convert once %.1f s + fineturn.py --splits 3 %.1f s = %.1f s  (%s after)'
               % (converting, seconds, protocol_total, load()), flush=True)
+        print('  disk: RUN_DIR %.0f MB (3 run dirs), its feature store %.0f MB'
+              % (megabytes(protocol_dir), megabytes(os.path.join(work, 'protocol-store'))),
+              flush=True)
         independent_total, accuracies = 0.0, []
         for k in range(1, 4):
             seed = splits.split_seed(SEED, k)
@@ -148,6 +157,11 @@ def main(argv=None):
                 report.read_report(run_dir)['accuracy']))
             print('independent run %d (seed %d): convert %.1f s + fineturn.py %.1f s  (%s after)'
                   % (k, seed, converting, seconds, load()), flush=True)
+            if k == 1:     # what one run leaves on disk
+                print('  disk: records %.0f MB, run dir %.0f MB, its feature store %.0f MB; the '
+                      'images %.0f MB' % (megabytes(run_records), megabytes(run_dir),
+                                          megabytes(os.path.join(work, 'run-1-store')),
+                                          megabytes(images)), flush=True)
         print('test accuracy, protocol split vs independent run: %s'
               % ', '.join('%.3f vs %.3f' % pair for pair in accuracies))
         print('three independent runs %.1f s, the protocol %.1f s: the protocol takes %.2fx their '
