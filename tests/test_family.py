@@ -476,7 +476,8 @@ def test_chain_on_caffenet_with_a_mean_image(caffenet, tiny_records, tiny_test_i
     report = json.loads((run_dir / 'test_report.json').read_text())
     assert report['total'] == 10
     best = json.loads((run_dir / 'best.json').read_text())['checkpoint']
-    assert fineturn.main(args + ['--evaluate', str(run_dir / best)]) == 0
+    assert fineturn.main(['--records-dir', tiny_records, '--evaluate',
+                          str(run_dir / best)]) == 0
     with open(run_dir / 'predictions.csv') as f:
         run_rows = list(csv.DictReader(f))
     with open(run_dir / ('evaluate-' + best) / 'predictions.csv') as f:

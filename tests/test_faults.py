@@ -286,7 +286,8 @@ def test_damaged_checkpoint_and_cache_are_found_and_redone(
     run_dir = linked_copy(undisturbed, tmp_path / 'run', damaged=(data,))
     os.truncate(os.path.join(run_dir, data), os.path.getsize(os.path.join(run_dir, data)) // 2)
     args = fineturn_args(tiny_records, alexnet_npz, run_dir, store=store)
-    code, _, err = run_fineturn(args + ['--evaluate', checkpoints.path(run_dir, 2)], capfd)
+    code, _, err = run_fineturn(['--records-dir', tiny_records, '--evaluate',
+                                 checkpoints.path(run_dir, 2)], capfd)
     line = one_line_error(err, 'fineturn.py')
     assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
     export_dir = str(tmp_path / 'export')

@@ -280,8 +280,8 @@ def test_resume_redoes_an_epoch_whose_row_was_not_written(trained, tiny_records,
 
 
 def test_evaluate_any_checkpoint(trained, tiny_records, alexnet_npz, capsys):
-    code, out = run(base_args(tiny_records, alexnet_npz, trained) +
-                    ['--evaluate', checkpoints.path(trained, 1) + '.index'], capsys)
+    code, out = run(['--records-dir', tiny_records,
+                     '--evaluate', checkpoints.path(trained, 1) + '.index'], capsys)
     assert code == 0, out.err
     out_dir = os.path.join(trained, 'evaluate-model.ckpt-1')
     result = json.load(open(os.path.join(out_dir, 'test_report.json')))

@@ -202,7 +202,7 @@ def test_unreadable_files_are_listed_and_skipped(tempered, test_images, tmp_path
 
 
 @pytest.mark.parametrize('case', ['empty folder', 'no such path', 'missing run dir',
-                                  'no best.json', 'no model.json', 'class count', 'top-k'])
+                                  'no best.json', 'no model.json', 'class count'])
 def test_predict_mistakes_are_one_line_errors(case, tempered, test_images, tmp_path, capsys):
     empty = tmp_path / 'empty'
     empty.mkdir()
@@ -226,11 +226,23 @@ def test_predict_mistakes_are_one_line_errors(case, tempered, test_images, tmp_p
         'no model.json': ([test_images[0], '--run-dir', copy], ['model.json']),
         'class count': ([test_images[0], '--checkpoint', copy],
                         ['5 classes in fc8', 'names 3']),
-        'top-k': ([test_images[0], '--run-dir', tempered, '--top-k', 9], ['--top-k 9', '5']),
     }[case]
     code, out, err = run(capsys, '--predict', *args)
     assert_one_line_error(code, err, *expected)
     assert ' * ' not in out
+
+
+def test_a_top_k_above_the_class_count_prints_every_class(tempered, test_images, capsys):
+    classes = rundir.read_model(tempered).classes
+    code, out, err = run(capsys, '--predict', test_images[0], '--run-dir', tempered,
+                         '--top-k', len(classes) + 4)
+    assert code == 0, err
+    lines = out.splitlines()
+    ranked = lines[lines.index(test_images[0]) + 1:][:len(classes) + 1]
+    assert [line.split()[0] for line in ranked[:len(classes)]] == \
+        ['%d.' % rank for rank in range(1, len(classes) + 1)]
+    assert sorted(line.split()[-1] for line in ranked[:len(classes)]) == sorted(classes)
+    assert not ranked[len(classes)].startswith('  %d. ' % (len(classes) + 1))
 
 
 def test_checkpoint_flag_picks_any_epoch(trained, test_images, tmp_path, capsys):
