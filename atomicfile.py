@@ -200,14 +200,25 @@ def human_size(size):
     return '%d bytes' % size
 
 
-def free_space(path):
-    """Free bytes on the file system of `path` (or of its nearest existing parent); None if the
-    system won't say."""
+def existing(path):
+    """`path` if it exists, else its nearest existing parent: where a file system answers for a
+    folder not made yet."""
     path = os.path.abspath(path)
     while not os.path.exists(path) and os.path.dirname(path) != path:
         path = os.path.dirname(path)
+    return path
+
+
+def same_file_system(path, other):
+    """Whether `path` and `other` (or their nearest existing parents) are on one file system."""
+    return os.stat(existing(path)).st_dev == os.stat(existing(other)).st_dev
+
+
+def free_space(path):
+    """Free bytes on the file system of `path` (or of its nearest existing parent); None if the
+    system won't say."""
     try:
-        return shutil.disk_usage(path).free
+        return shutil.disk_usage(existing(path)).free
     except OSError:
         return None
 

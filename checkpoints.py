@@ -1,5 +1,6 @@
 """A run's checkpoints: their names, finding one, checking that it restores, choosing the best,
-restoring it, and what one holds. Training, --evaluate, --predict and --export all go through here.
+restoring it, what one holds, and starting a new run from one (--init-from). Training, --evaluate,
+--predict and --export all go through here.
 
     runs/<name>/model.ckpt-<epoch>.{index,data-00000-of-00001,meta}   one per kept epoch
     runs/<name>/best.json     the epoch with the best validation accuracy, and its checkpoint
@@ -12,13 +13,15 @@ checkpoints (prune), so after a kill at any moment the newest metrics row has it
 import contextlib
 import json
 import os
+import re
 
+import numpy as np
 import tensorflow as tf
 
 import netspec
 import rundir
 import weights_file
-from atomicfile import free_space, human_size
+from atomicfile import free_space, human_size, same_file_system
 from rundir import RunError
 
 PREFIX = 'model.ckpt'
@@ -38,6 +41,12 @@ def missing_files(run_dir, epoch):
     prefix = path(run_dir, epoch)
     return [os.path.basename(prefix + suffix) for suffix in SUFFIXES[:2]
             if not os.path.exists(prefix + suffix)]
+
+
+def epoch_of(prefix):
+    """The epoch of a checkpoint prefix (model.ckpt-7 -> 7), or None for another name."""
+    found = re.fullmatch(re.escape(PREFIX) + r'-(\d+)', os.path.basename(prefix))
+    return int(found.group(1)) if found else None
 
 
 def exists(run_dir, epoch):
@@ -70,6 +79,11 @@ def find(where):
     """The checkpoint prefix `where` names: a prefix (model.ckpt-5), one of its files
     (model.ckpt-5.index), or a run dir (the checkpoint of its best.json)."""
     if os.path.isdir(where):
+        if os.path.exists(os.path.join(where, rundir.SVM_FILE)):
+            raise RunError('%s holds a linear SVM on frozen features (--classifier svm), not a '
+                           'TensorFlow checkpoint: --evaluate, --predict and --export take '
+                           'fine-tuned runs; its test report is %s'
+                           % (where, os.path.join(where, 'test_report.md')))
         best = os.path.join(where, BEST_FILE)
         if not os.path.exists(best):
             raise RunError('%s has no %s: name a checkpoint such as %s'
@@ -91,20 +105,32 @@ def find(where):
 
 # --- choosing the best ---------------------------------------------------------------------------
 
+def validated(rows):
+    """Whether the epochs of metrics rows were validated (a run without a validation part, a
+    protocol's VAL = 0, leaves those columns empty)."""
+    return all(row['val_accuracy'] != '' for row in rows)
+
+
 def best_epoch(rows):
     """The best of metrics rows: highest validation accuracy; ties: lower validation loss, then
-    the earlier epoch."""
+    the earlier epoch. Without validation, the last epoch."""
+    if not validated(rows):
+        return rows[-1]
     return min(rows, key=lambda r: (-float(r['val_accuracy']), float(r['val_loss']),
                                     int(r['epoch'])))
 
 
 def write_best(run_dir, rows):
-    """best.json for the best of `rows`; returns that row."""
-    best = best_epoch(rows)
+    """best.json for the best of `rows` (the epoch tested, and how it was chosen); returns that
+    row."""
+    best, chosen = best_epoch(rows), validated(rows)
     rundir.save_json(os.path.join(run_dir, BEST_FILE),
-                     {'epoch': int(best['epoch']), 'val_accuracy': float(best['val_accuracy']),
-                      'val_loss': float(best['val_loss']),
-                      'checkpoint': os.path.basename(path(run_dir, int(best['epoch'])))},
+                     {'epoch': int(best['epoch']),
+                      'val_accuracy': float(best['val_accuracy']) if chosen else None,
+                      'val_loss': float(best['val_loss']) if chosen else None,
+                      'checkpoint': os.path.basename(path(run_dir, int(best['epoch']))),
+                      'selection': 'the best validation accuracy' if chosen else
+                      'the last epoch (no validation part)'},
                      'the best epoch')
     return best
 
@@ -242,25 +268,74 @@ def arrays(prefix, structure):
                        for kind in ('weights', 'biases')} for name in structure.names}
 
 
-def space_warning(run_dir, epochs, keep, done, checkpoint_size, cache_size):
-    """The warning line if the rest of a run of `epochs` (checkpoints of size `checkpoint_size`
-    after epoch `done`, `keep` of them kept, a feature cache of `cache_size` bytes) may not fit in
-    the free space, else None."""
+def space_warning(run_dir, epochs, keep, done, checkpoint_size, features=None):
+    """The warning line if the rest of a run may not fit in the free space, else None: the
+    checkpoints of `epochs` (of size `checkpoint_size`, after epoch `done`, `keep` of them kept)
+    in `run_dir`, and `features`, (feature store folder, bytes of the entries it lacks), on the
+    store's file system (the run dir's, or another)."""
     remaining = epochs - done
     # at most: the last `keep`, the best, and the new one before pruning
     at_once = remaining if keep <= 0 else min(remaining, keep + 2)
-    cache_dir = os.path.join(run_dir, rundir.CACHE_DIR)
     present = [os.path.join(run_dir, name) for name in os.listdir(run_dir)
                if name.startswith(PREFIX + '-')]
-    if os.path.isdir(cache_dir):
-        present += [os.path.join(cache_dir, name) for name in os.listdir(cache_dir)]
-    needed = max(0, at_once * checkpoint_size + cache_size - sum(map(os.path.getsize, present)))
+    needed = max(0, at_once * checkpoint_size - sum(map(os.path.getsize, present)))
+    store, store_bytes = features or (run_dir, 0)
+    shared = same_file_system(store, run_dir)
+    parts = ['up to %d checkpoints of %s' % (at_once, human_size(checkpoint_size))] \
+        if at_once else []
+    if shared and store_bytes:
+        needed += store_bytes
+        parts.append('%s of new features in the feature store %s' % (human_size(store_bytes),
+                                                                      store))
+    lines = []
     free = free_space(run_dir)
-    if free is None or needed <= free:
-        return None
-    return ('this run may need about %s more in %s (up to %d checkpoints of %s%s) but %s is free: '
-            'free some space, or keep fewer checkpoints with --keep-checkpoints N (now %d: the '
-            'last N epochs and the best are kept; 0 keeps all)'
-            % (human_size(needed), run_dir, at_once, human_size(checkpoint_size),
-               ' and a %s feature cache' % human_size(cache_size) if cache_size else '',
-               human_size(free), keep))
+    if free is not None and needed > free:
+        lines.append('this run may need about %s more in %s (%s) but %s is free: free some space'
+                     '%s' % (human_size(needed), run_dir, ' and '.join(parts), human_size(free),
+                             ', or keep fewer checkpoints with --keep-checkpoints N (now %d: the '
+                             'last N epochs and the best are kept; 0 keeps all)' % keep
+                             if at_once else ''))
+    free = None if shared else free_space(store)
+    if free is not None and store_bytes > free:
+        lines.append('the feature store %s may need about %s more (the frozen features this run '
+                     'computes) but %s is free there: free some space, or pass another '
+                     '--feature-store' % (store, human_size(store_bytes), human_size(free)))
+    return '; '.join(lines) or None
+
+
+# --- starting a new run from one (--init-from) ---------------------------------------------------
+
+def init_weights(where, weights, names, skip_layers, records_dir):
+    """The weights a new run started --init-from `where` (a checkpoint, one of its files or a run
+    dir: its best) starts from -> (the checkpoint's prefix, Weights, the layers taken from it):
+    every layer the checkpoint holds comes from it, the others from `weights` (the --weights
+    file's Weights), whose description (network, mean) the run keeps. Layers of `skip_layers`
+    come from neither: the run starts them from their fillers. A RunError, in one line, for a
+    checkpoint of another network or mean, or (unless fc8 is skipped) of other classes than
+    `names` (labels.txt in `records_dir`)."""
+    prefix = find(where)
+    model = rundir.recorded_model(os.path.dirname(prefix), names)
+    size = len(names)
+    fix = 'start from a run that was trained from the same --weights'
+    if model.structure.with_classes(size) != weights.structure.with_classes(size):
+        raise RunError('--init-from %s: that run\'s network differs from the one of --weights '
+                       '(other layers, or another order of ReLU, LRN and pooling): %s'
+                       % (prefix, fix))
+    if not np.array_equal(weights_file.mean_array(model.mean),
+                          weights_file.mean_array(weights.mean)):
+        raise RunError('--init-from %s: that run subtracted another mean than --weights does: %s'
+                       % (prefix, fix))
+    if 'fc8' not in skip_layers and (model.classes != list(names) or classes(prefix) != size):
+        raise RunError('--init-from %s was trained on other classes than labels.txt in %s '
+                       'lists: start from a run on these classes, or add fc8 to --skip-layers '
+                       'to start fc8 from Caffe\'s fillers' % (prefix, records_dir))
+    with reading(prefix):
+        reader = tf.train.load_checkpoint(prefix)
+        held = [name for name in weights.structure.names
+                if name not in skip_layers and reader.has_tensor(name + '/weights')]
+        layers = {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
+                         for kind in ('weights', 'biases')} for name in held}
+    merged = weights_file.Weights(dict(weights, **layers), weights.structure, weights.mean,
+                                  weights.labels)
+    return prefix, merged, held
+

@@ -8,9 +8,9 @@ rules for the folder and the split are in dataset_folder.py, those for writing i
 record_writer.py. Unreadable images are listed and skipped (--strict makes them an error); the
 same input and seed give byte-identical files.
 """
-import argparse
 import sys
 
+import cli
 import dataset_folder
 import environment
 import images
@@ -18,30 +18,41 @@ import setting
 from errors import UserError
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+def parser():
+    parser = cli.Parser(
+        prog='convert_tfrecord.py',
         description='Convert IMAGE_DIR/<class>/<image> into stratified train/validation/test '
                     'TFRecords, labels.txt and split.csv.')
     parser.add_argument('--image-dir', '--data-dir', dest='image_dir', default=setting.IMAGE_DIR,
                         metavar='IMAGE_DIR',
-                        help='one sub folder of images per class (default %(default)s); '
-                             '--data-dir is an alias, its old name')
-    parser.add_argument('--output-dir', default=setting.RECORDS_DIR,
-                        help='where the records, labels.txt and split.csv go (default %(default)s)')
-    parser.add_argument('--ratios', type=float, nargs='+', default=list(setting.SPLIT_RATIOS),
-                        metavar='R', help='train validation test fractions, positive, summing to '
-                                          '1 (default %(default)s)')
-    parser.add_argument('--seed', type=int, default=setting.SPLIT_SEED,
-                        help='seed of the per-class shuffle (default %(default)s)')
-    parser.add_argument('--workers', type=int, default=setting.CONVERT_WORKERS,
-                        help='decode/encode processes, 0 = one per CPU core (default %(default)s)')
+                        help=cli.with_default('one sub folder of images per class; '
+                                              '--data-dir: an alias, its old name',
+                                              cli.show_path(setting.IMAGE_DIR)))
+    parser.add_argument('--output-dir', default=setting.RECORDS_DIR, metavar='OUTPUT_DIR',
+                        help=cli.with_default('where the records, labels.txt and split.csv go',
+                                              cli.show_path(setting.RECORDS_DIR)))
+    parser.add_argument('--ratios', type=float, nargs=3, default=list(setting.SPLIT_RATIOS),
+                        metavar=('TRAIN', 'VALIDATION', 'TEST'),
+                        help=cli.with_default('the fractions of each class for each split, '
+                                              'positive, summing to 1',
+                                              cli.show_list(setting.SPLIT_RATIOS)))
+    parser.add_argument('--seed', type=int, default=setting.SPLIT_SEED, metavar='N',
+                        help=cli.with_default('seed of the per-class shuffle', setting.SPLIT_SEED))
+    parser.add_argument('--workers', type=int, default=setting.CONVERT_WORKERS, metavar='N',
+                        help=cli.with_default('decode/encode processes, 0: one per CPU core',
+                                              setting.CONVERT_WORKERS))
     parser.add_argument('--overwrite', action='store_true',
                         help='replace the outputs of an earlier conversion in the output dir')
     parser.add_argument('--strict', action='store_true',
                         help='fail if any image is unreadable instead of skipping it')
     parser.add_argument('--quiet', action='store_true',
-                        help='no progress bar (it shows only on a terminal anyway)')
-    return parser.parse_args(argv)
+                        help='no progress bar (it shows only on a terminal anyway); the other '
+                             'lines stay')
+    return parser
+
+
+def parse_args(argv=None):
+    return parser().parse_args(argv)
 
 
 def main(argv=None):

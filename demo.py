@@ -104,7 +104,8 @@ def prepare(settings, demo_dir, ratios, workers):
 
     step(5, 'python fineturn.py: %d epochs of the recipe in setting.py' % settings.epochs)
     return dataclasses.replace(settings, records_dir=records_dir, weights=weights,
-                               run_dir=os.path.join(demo_dir, 'run'))
+                               run_dir=os.path.join(demo_dir, 'run'),
+                               feature_store=os.path.join(demo_dir, 'feature_store'))
 
 
 def finish(settings, seconds):

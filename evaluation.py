@@ -1,8 +1,10 @@
 """`python fineturn.py --evaluate CHECKPOINT [--ten-crop]`: the test report of any checkpoint.
 
-Builds only what evaluating needs: the test split's input pipeline and the classifier, through
-the full graph. The report goes next to the checkpoint, in evaluate-<checkpoint>/ (centre crop)
-or evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
+Builds only what evaluating needs: the test images' input pipeline and the classifier, through
+the full graph. The test images are those of the records' test split, or, for a checkpoint of a
+protocol's split (a run dir with a split.csv), that split's test part of the same records. The
+report goes next to the checkpoint, in evaluate-<checkpoint>/ (centre crop) or
+evaluate-<checkpoint>-10crop/ (--ten-crop: Caffe's oversample, the softmax of ten views of each
 image averaged): report.evaluation_dir.
 """
 import os
@@ -15,6 +17,7 @@ import graph
 import records
 import report
 import rundir
+import splits
 from atomicfile import remove_orphans, writing
 from console import log
 from rundir import RunError
@@ -26,6 +29,22 @@ def write_test_report(out_dir, classes, result, checkpoint, views=1):
     """report.write_report for a graph.Evaluation of the test split of `checkpoint`."""
     return report.write_report(out_dir, classes, result.paths, result.labels,
                                result.probabilities, checkpoint, views)
+
+
+def test_positions(records_dir, run_dir):
+    """The positions in the pool of `records_dir` of the test images of the run in `run_dir`: its
+    split.csv's test part for a protocol's split, else the records' test split."""
+    assigned = os.path.join(run_dir, splits.SPLIT_FILE)
+    if not os.path.exists(assigned):
+        return records.split_positions(records_dir, 'test')
+    fix = 'evaluate it with the --records-dir its protocol split'
+    where = {path: i for i, (path, _) in enumerate(splits.read_pool(records_dir))}
+    rows = splits.read_split(assigned, fix)
+    absent = [path for path, _, part in rows if part == 'test' and path not in where]
+    if absent:
+        raise RunError('%s is a split of other records than %s (%s is not there): %s'
+                       % (run_dir, records_dir, absent[0], fix))
+    return sorted(where[path] for path, _, part in rows if part == 'test')
 
 
 def evaluate_checkpoint(records_dir, checkpoint, ten_crop=False):
@@ -41,7 +60,8 @@ def evaluate_checkpoint(records_dir, checkpoint, ten_crop=False):
     test_graph = tf1.Graph()
     with test_graph.as_default():
         dataset = records.without_autotune(
-            records.make_dataset(records_dir, 'test', model.mean, crops)
+            records.part_dataset(records_dir, test_positions(records_dir, os.path.dirname(prefix)),
+                                 model.mean, crops)
             .batch(max(1, graph.EVAL_BATCH // len(crops))).prefetch(2))
         iterator = tf1.data.make_initializable_iterator(dataset)
         images, labels, paths = iterator.get_next()
@@ -52,7 +72,7 @@ def evaluate_checkpoint(records_dir, checkpoint, ten_crop=False):
         with tf1.Session() as session:
             checkpoints.restore(session, saver, prefix)
             session.run(iterator.initializer)
-            with records.reading(records_dir, 'test'):
+            with records.reading(records_dir):
                 result = graph.summarize(graph.batches(
                     session, [scores.loss_sum, scores.correct, probabilities, labels, paths]))
     if result is None:

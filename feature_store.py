@@ -28,8 +28,8 @@ slowest at). The variants are part of the key, so a --no-flip run (variant 0 onl
 entries rather than half-filled ones.
 
 **An entry is checked before every use**: magic, the header's own crc32, key, image, shape,
-dtype, size and the data's crc32 (the format of feature_cache.py, whose header, header reader and
-checksum now live here). An entry that fails is deleted, logged, counted and computed again.
+dtype, size and the data's crc32 (header, header_problem, checksum). An entry that fails is
+deleted, reported (a warning), counted and computed again.
 
 **Concurrency.** Many processes may fill one store at once; none ever sees a torn entry or writes
 a duplicate one, and none waits longer than one entry's write:
@@ -73,6 +73,7 @@ import numpy as np
 
 from atomicfile import atomic_path, atomic_write, remove_orphans, temporary_writer, writing
 from errors import UserError
+from outputdir import held
 
 try:
     import fcntl
@@ -167,8 +168,8 @@ def image_digest(encoded):
 
 
 class FeatureKey:
-    """What an image's features depend on besides the image: the weights file (its content
-    digest, file_digest(path).hexdigest()), the mean (3 BGR values or a mean image), the
+    """What an image's features depend on besides the image: the weights the frozen layers come
+    from (frozen_features.frozen_source_digest), the mean (3 BGR values or a mean image), the
     network's structure (netspec.Structure.to_dict()), the layer whose output is stored, the
     flip variants, and PREPROCESSING. `shape` is the layer's output shape; an entry holds
     (len(variants), *shape) float32."""
@@ -228,10 +229,12 @@ class FeatureStore:
     recomputes damaged entries. `counts` counts what this object did: extracted (images
     computed), written (entries put in place), discarded (computed, but another process's entry
     came first), stolen (computed although another process had claimed them), damaged (entries
-    that failed a check and were deleted), read (entries read)."""
+    that failed a check and were deleted), read (entries read). `log` takes the lines that say
+    what the store did, `warn` (by default log, with 'warning: ') those about damage."""
 
-    def __init__(self, root, key, log=print):
+    def __init__(self, root, key, log=print, warn=None):
         self.root, self.key, self.log = root, key, log
+        self.warn = warn or (lambda message: log('warning: ' + message))
         self.folder = os.path.join(root, key.hex)
         self.counts = collections.Counter()
         self._temp_dir = None
@@ -361,27 +364,19 @@ class FeatureStore:
             self.log('removed %d temporary file(s) that interrupted writes on other machines '
                      'left in %s' % (count, parent))
 
-    @contextlib.contextmanager
     def _locked(self, shard_dir):
         """The shard's write lock, waited for: its holders hold it for one check and rename."""
-        handle = self._open(shard_dir, LOCK_FILE)
-        try:
-            if fcntl is not None:
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(handle)              # gives the lock back
-
-    def _open(self, shard_dir, name):
-        """A descriptor of the shard's file `name` (.lock or .claim), created if need be."""
         with writing(shard_dir, 'the feature store'):
             os.makedirs(shard_dir, exist_ok=True)
-            return os.open(os.path.join(shard_dir, name), os.O_RDWR | os.O_CREAT, 0o666)
+        return held(os.path.join(shard_dir, LOCK_FILE))
 
     def _claim(self, shard):
         """The shard's claim, an open file (closing it gives the claim back), or None if another
         process holds it."""
-        handle = self._open(os.path.join(self.folder, shard), CLAIM_FILE)
+        shard_dir = os.path.join(self.folder, shard)
+        with writing(shard_dir, 'the feature store'):
+            os.makedirs(shard_dir, exist_ok=True)
+            handle = os.open(os.path.join(shard_dir, CLAIM_FILE), os.O_RDWR | os.O_CREAT, 0o666)
         if fcntl is not None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -448,8 +443,8 @@ class FeatureStore:
                 with writing(path, 'the feature store'):
                     os.remove(path)
                 self.counts['damaged'] += 1
-                self.log('warning: feature store entry %s is damaged (%s): computing it again'
-                         % (path, why))
+                self.warn('feature store entry %s is damaged (%s): computing it again'
+                          % (path, why))
 
     def load(self, digests, extract, progress=None, out=None, batch=BATCH):
         """The features of `digests` (fill's arguments) as one array (`out` if given): missing

@@ -1,9 +1,11 @@
-"""Builders of the tf.compat.v1 graph: the classifier on any input tensor, its scores, SGD.
+"""Builders of the tf.compat.v1 graph: the classifier on any input tensor, its scores, SGD, and
+the frozen layers' extraction that fills the feature store.
 
 Each mode builds only what it uses: training (training.py) the input pipelines, the classifier,
 the scores and the SGD step; --evaluate (evaluation.py) the test pipeline, the classifier and the
-scores. The classifier takes the network's structure (a netspec.Structure, a small dataclass),
-never the command line's settings, and any tensor as input: an iterator's batch, a placeholder.
+scores; the SVM baseline (svm_run.py) the extraction alone. The classifier takes the network's
+structure (a netspec.Structure, a small dataclass), never the command line's settings, and any
+tensor as input: an iterator's batch, a placeholder.
 """
 import collections
 import math
@@ -13,6 +15,7 @@ import tensorflow as tf
 
 import alexnet
 import netspec
+import records
 
 tf1 = tf.compat.v1
 
@@ -49,8 +52,40 @@ def classifier(inputs, structure=netspec.BVLC_ALEXNET, keep_prob=1.0, start=None
 
 
 def features(images, structure, stop):
-    """The layers below `stop` on preprocessed `images`: what the feature cache stores."""
+    """The layers below `stop` on preprocessed `images`: what the feature store holds."""
     return alexnet.build(images, stop=stop, structure=structure)[0]
+
+
+class FeatureExtractor:
+    """The layers below `stop` on the images of a records folder's pool (records.index), chosen
+    by position per pass, each image in every flip variant of `variants` (a tuple): what fills the
+    feature store. Built in the current graph, whose frozen layers' variables it creates, as
+    alexnet.build names them (so a training graph's classifier above shares them)."""
+
+    def __init__(self, records_dir, pool_size, mean, structure, stop, variants):
+        self.records_dir, self.pool_size = records_dir, pool_size
+        self.shape = (len(variants),) + structure.boundary_shape(stop)
+        self.mask = tf1.placeholder(tf.bool, [pool_size], 'extract_positions')
+        dataset = records.variants_dataset(records.pool_records(records_dir, self.mask),
+                                           len(variants), mean)
+        iterator = tf1.data.make_initializable_iterator(
+            records.without_autotune(dataset.batch(EVAL_BATCH).prefetch(2)))
+        self.initializer = iterator.initializer
+        self.features = features(iterator.get_next()[0], structure, stop)
+
+    def batches(self, session, positions):
+        """Yield the features [n, variants, *shape] of the pool's images at `positions`, in
+        ascending order of position (feature_store.FeatureStore.fill's `extract`)."""
+        mask = np.zeros(self.pool_size, bool)
+        mask[positions] = True
+        session.run(self.initializer, {self.mask: mask})
+        with records.reading(self.records_dir):
+            while True:
+                try:
+                    found = session.run(self.features)
+                except tf.errors.OutOfRangeError:
+                    return
+                yield found.reshape((-1,) + self.shape)
 
 
 def scores(logits, labels):

@@ -23,7 +23,12 @@ atomicfile.atomic_dir inside atomicfile.writing.
 
 (atomic_dir goes inside writing: its temporary folder is gone before the error counts the free
 space.)
+
+A short critical section that processes share and wait for (a feature store's shard while an
+entry is put in place, a protocol's folder while its identity or table is checked and written)
+takes held(path): a blocking flock on that file, released at the block's end or its holder's death.
 """
+import contextlib
 import errno
 import os
 
@@ -95,6 +100,20 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+@contextlib.contextmanager
+def held(path):
+    """Inside the block, this process holds an exclusive lock on the file `path` (created if need
+    be), waiting for another holder to let go: for critical sections of a few file operations."""
+    with writing(path, 'the lock file'):
+        handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)              # gives the lock back
 
 
 def own(folder, flag, log=print):

@@ -38,14 +38,13 @@ def checkpoint_classifier(prefix, model, crops=alexnet.CENTRE_CROP):
     return classify.Classifier(session, images, probabilities, model.mean, crops)
 
 
-def predict(paths, run_dir, checkpoint, top_k, default_top_k, ten_crop=False, probs_out=None,
-            csv_out=None, figure_out=None):
+def predict(paths, run_dir, checkpoint, top_k, ten_crop=False, probs_out=None, csv_out=None,
+            figure_out=None):
     """The --predict command: classify `paths` (files and folders), print and write the outputs:
-    `top_k` classes per image (None: `default_top_k`, or every class if there are fewer).
+    `top_k` classes per image (every class if there are fewer).
     Returns the exit status: 1 if an unreadable image was skipped, else 0."""
     prefix, model = checkpoints.open_model(run_dir, checkpoint)
-    if top_k is None:
-        top_k = min(default_top_k, len(model.classes))
+    top_k = min(top_k, len(model.classes))
     paths = classify.input_paths(paths)
     crops = alexnet.crop_windows(ten_crop)
     log('model %s (%d classes: %s), %d image(s), %s'

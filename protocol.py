@@ -1,37 +1,51 @@
-"""The table of a repeated-split protocol (fineturn.py --splits N), and what it started with.
+"""A repeated-split protocol (fineturn.py --splits N): its plan, what it started with, the state of
+its splits. Its table is protocol_table.py's.
 
     RUN_DIR/protocol_identity.json   the records (folder and a digest of its image list), the
                                      seed, the ratios and the recipe the protocol started with
-    RUN_DIR/split-01 ... split-N     each split an ordinary run dir with its split.csv
+    RUN_DIR/split-01 ... split-N     each split an ordinary run dir with its split.csv, and
+                                     split.json once finished (what the table needs besides
+                                     its test report: seed, counts, best epoch, time)
     RUN_DIR/protocol.md              the table: one row per split, OA and Cohen's kappa as mean
                                      ± std, per-class accuracy, time, the exact command
     RUN_DIR/protocol.json            the same figures, for programs
     RUN_DIR/protocol.png             the mean row-normalised confusion matrix
 
+plan() answers before TensorFlow loads: it checks --splits, --split and --split-ratios, draws
+every split (so a class too small for the ratios is named at once) and checks the identity.
+protocol_run.py then runs the splits, and protocol_table.finish writes the table.
+
 A protocol's folder holds one protocol: check_identity refuses, in one line, records or a recipe
 other than the ones it started with. The number of splits is not part of it: split k depends on
 the seed and k alone, so rerunning with a larger --splits N extends a protocol.
 
-The std is the sample standard deviation over the splits (ddof = 1), as the papers report, and
-the table says so. Each split's figures come from its test report (report.read_report); the
-table is written only when every split has one, else a ProtocolError names the splits left.
+Several processes may share a protocol's folder (--split K jobs of an array job): each owns the
+run dir of its split (outputdir), and the identity's check and the table's writing happen under
+a short lock on RUN_DIR/.protocol.lock (outputdir.held). The job that finishes the last split
+finds every split finished and writes the table; the others say what it waits for.
 
-No TensorFlow here.
+A split has finished when its split.json exists (record_split writes it after the test report).
+The time it records is that of the run that finished it (a resumed split counts its last run).
+
+No TensorFlow here, nor anything slow to import: fineturn.py calls plan() before --help's answer
+could wait for it.
 """
 import dataclasses
 import json
 import os
+import shlex
 
-import numpy as np
-
-import report
+import class_names
+import frozen_features
 import splits
-from atomicfile import atomic_write
+from atomicfile import atomic_write, writing
+from dataset_folder import LABELS_FILE
 from errors import UserError
+from outputdir import held
 
 IDENTITY_FILE = 'protocol_identity.json'
-TABLE_FILE, JSON_FILE, FIGURE_FILE = 'protocol.md', 'protocol.json', 'protocol.png'
-STD = 'sample standard deviation over the splits (ddof = 1)'
+SPLIT_INFO = 'split.json'
+LOCK_FILE = '.protocol.lock'
 
 
 class ProtocolError(UserError):
@@ -93,7 +107,78 @@ def _shown(value):
     return ' '.join('%g' % v for v in value) if isinstance(value, tuple) else json.dumps(value)
 
 
-# --- the table -----------------------------------------------------------------------------------
+def recipe(settings, weights_digest):
+    """What a split's result depends on besides its images and seed (the identity's recipe): the
+    classifier, `weights_digest` (frozen_features.frozen_source_digest) and the knobs its
+    classifier uses, with the epochs for fine-tuning."""
+    if settings.classifier == 'svm':
+        return {'classifier': 'svm', 'svm_layer': settings.svm_layer, 'svm_c': settings.svm_c,
+                'weights': weights_digest}
+    used = {name: value for name, value in settings.recipe().items()
+            if name not in ('seed', 'svm_layer', 'svm_c')}
+    return dict(used, epochs=settings.epochs, weights=weights_digest)
+
+
+@dataclasses.dataclass
+class Plan:
+    """A protocol as fineturn.py --splits N [--split K] runs it: its folder, N, K (or None),
+    identity, its drawn splits {k: splits.Split} and the pool's paths in the records' order."""
+    run_dir: str
+    count: int
+    only: object
+    identity: Identity
+    splits: dict
+    pool_paths: list
+
+    def chosen(self):
+        """The splits this command runs: K, or all."""
+        return [self.only] if self.only is not None else list(range(1, self.count + 1))
+
+    def split_dir(self, k):
+        return os.path.join(self.run_dir, splits.folder_name(k, self.count))
+
+
+def plan(settings, count, only, ratios):
+    """The Plan of `--splits count [--split only] --split-ratios ratios` with `settings`, checked:
+    a SplitError for bad numbers or a class too small for the ratios, a ProtocolError for a
+    RUN_DIR that holds another protocol or for --init-from. Records the identity in a new protocol's folder."""
+    splits.check_split(only, count)
+    ratios = splits.check_ratios(ratios)
+    if settings.init_from:
+        # a run trained on another draw has seen test images of these splits
+        raise ProtocolError('--init-from with --splits: the run it names was trained on images '
+                            'that are test images of some of these splits; run the protocol from '
+                            '--weights without --init-from')
+    records_dir, run_dir = settings.records_dir, settings.run_dir
+    items = splits.read_pool(records_dir)
+    classes = class_names.read(os.path.join(records_dir, LABELS_FILE))
+    drawn = {k: splits.draw(items, classes, ratios, settings.seed, k)
+             for k in range(1, count + 1)}
+    identity = Identity(os.path.abspath(records_dir), splits.pool_digest(items), settings.seed,
+                        ratios, recipe(settings, frozen_features.frozen_source_digest(settings)))
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise ProtocolError('--run-dir %s is a file: name a folder for the protocol' % run_dir)
+    with writing(run_dir, 'the folder'):
+        os.makedirs(run_dir, exist_ok=True)
+    with held(os.path.join(run_dir, LOCK_FILE)):
+        check_identity(run_dir, identity)
+    return Plan(run_dir, count, only, identity, drawn, [path for path, _ in items])
+
+
+def command(argv):
+    """The command of the table: this one, without --split K (it names the whole protocol)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == '--split':
+            skip = True
+        elif not arg.startswith('--split='):
+            kept.append(arg)
+    return shlex.join(['python', 'fineturn.py'] + kept)
+
+
+# --- the splits' results -------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class SplitResult:
@@ -107,156 +192,25 @@ class SplitResult:
     seconds: float = 0.0
 
 
-def method(recipe):
-    """How each split was trained, for the table and the console: 'fc6-fc8 fine-tuned',
-    'fc7 + linear SVM (C=1)'."""
-    if recipe.get('classifier') == 'svm':
-        return '%s + linear SVM (C=%g)' % (recipe['svm_layer'], recipe['svm_c'])
-    layers = recipe['train_layers']
-    return '%s fine-tuned' % (layers[0] if len(layers) == 1 else
-                              '%s-%s' % (layers[0], layers[-1]))
+def record_split(plan, k, best_epoch, val_accuracy, seconds):
+    """Mark split k finished: its split.json, written after its test report."""
+    split = plan.splits[k]
+    atomic_write(os.path.join(plan.split_dir(k), SPLIT_INFO), lambda f: json.dump(
+        {'k': k, 'seed': split.seed, 'counts': split.counts(), 'best_epoch': best_epoch,
+         'val_accuracy': val_accuracy, 'seconds': round(seconds, 2)}, f, indent=1),
+        what='the split\'s summary')
 
 
-def selection(identity):
-    """Which model each split tested, in words."""
-    if identity.recipe.get('classifier') == 'svm':
-        return 'the SVM fit on the training part (no epochs, no validation selection)'
-    if identity.ratios[1] == 0:
-        return ('no validation part (VAL = 0): each split tested its last epoch (no validation '
-                'selection)')
-    return 'each split tested its epoch of best validation accuracy'
-
-
-def _mean_std(values):
-    """(mean, sample std) over the splits' axis 0; std None for a single split."""
-    values = np.asarray(values, np.float64)
-    return values.mean(0), (values.std(0, ddof=1) if len(values) > 1 else None)
-
-
-def _listed(value):
-    return None if value is None else np.asarray(value).tolist()
-
-
-def aggregate(identity, results):
-    """The protocol's figures (protocol.json's dict) from `results`, the SplitResult of splits 1
-    .. N; a ProtocolError naming the splits without a test report."""
-    reports = [report.read_report(result.run_dir) for result in results]
-    unfinished = [os.path.basename(result.run_dir) for result, found in zip(results, reports)
-                  if found is None]
-    if unfinished:
-        raise ProtocolError('cannot write the table yet: %s of %d split(s) %s no test report: run '
-                            '%s (the same command without --split runs what is missing)'
-                            % (', '.join(unfinished), len(results),
-                               'has' if len(unfinished) == 1 else 'have',
-                               'it' if len(unfinished) == 1 else 'them'))
-    classes = reports[0]['classes']
-    mixed = [os.path.basename(r.run_dir) for r, rep in zip(results, reports)
-             if rep['classes'] != classes]
-    if mixed:
-        raise ProtocolError('%s tested other classes than %s: run them again on the records '
-                            'the protocol started with'
-                            % (', '.join(mixed), os.path.basename(results[0].run_dir)))
-    matrices = np.array([rep['confusion_matrix'] for rep in reports], np.float64)
-    accuracy = [rep['accuracy'] for rep in reports]
-    kappa = [report.cohen_kappa(matrix) for matrix in matrices]
-    recall = [report.per_class(matrix)[1] for matrix in matrices]
-    support = matrices.sum(2, keepdims=True)
-    normalised = np.divide(matrices, support, out=np.zeros_like(matrices), where=support > 0)
-    rows = [{'split': os.path.basename(result.run_dir), 'k': result.k, 'seed': result.seed,
-             'train': result.counts['train'], 'validation': result.counts['validation'],
-             'test': result.counts['test'], 'best_epoch': result.best_epoch,
-             'val_accuracy': result.val_accuracy, 'oa': oa, 'kappa': _finite(k),
-             'seconds': round(result.seconds, 2)}
-            for result, oa, k in zip(results, accuracy, kappa)]
-    figures = {}
-    for name, values in (('oa', accuracy), ('kappa', kappa), ('per_class_accuracy', recall)):
-        mean, std = _mean_std(values)
-        figures[name] = {'mean': _finite(_listed(mean)), 'std': _finite(_listed(std))}
-    return dict({'splits': rows, 'std': STD, 'classes': classes,
-                 'mean_confusion': _mean_std(normalised)[0].round(6).tolist(),
-                 'identity': identity.saved(), 'method': method(identity.recipe),
-                 'selection': selection(identity)}, **figures)
-
-
-def _finite(value):
-    """NaN (an undefined kappa) as None, for JSON."""
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not np.isfinite(value) else value
-
-
-def write(run_dir, identity, results, command, total_seconds):
-    """Write protocol.md, protocol.json and protocol.png for splits 1 .. N (`results`), run by
-    `command` in `total_seconds`; return (the figures, the console's last line)."""
-    figures = aggregate(identity, results)
-    figures['command'] = command
-    figures['seconds'] = {'total': round(total_seconds, 2),
-                          'per_split': round(float(np.mean([r.seconds for r in results])), 2)}
-    atomic_write(os.path.join(run_dir, JSON_FILE), lambda f: json.dump(figures, f, indent=1),
-                 what='the protocol\'s figures')
-    atomic_write(os.path.join(run_dir, TABLE_FILE), lambda f: f.write(markdown(figures)),
-                 what='the protocol\'s table')
-    report.plot_matrix(os.path.join(run_dir, FIGURE_FILE), figures['classes'],
-                       np.array(figures['mean_confusion']),
-                       'mean row-normalised confusion over %d split(s)' % len(results),
-                       lambda value: '%.2f' % value if value >= 0.005 else '')
-    return figures, console_line(figures, os.path.join(run_dir, TABLE_FILE))
-
-
-def _pm(figure, scale, digits, unit=''):
-    """'95.02 ± 0.81 %' from {'mean', 'std'} (just the mean for one split)."""
-    if figure['mean'] is None:
-        return 'n/a'
-    text = '%.*f' % (digits, figure['mean'] * scale)
-    if figure['std'] is not None:
-        text += ' ± %.*f' % (digits, figure['std'] * scale)
-    return text + unit
-
-
-def console_line(figures, table_path):
-    """'OA 95.02 ± 0.81 % over 10 splits (70/10/20, fc6-fc8 fine-tuned)  RUN_DIR/protocol.md'."""
-    count = len(figures['splits'])
-    return 'OA %s over %d split%s (%s, %s)  %s' % (
-        _pm(figures['oa'], 100, 2, ' %'), count, '' if count == 1 else 's',
-        splits.ratios_text(figures['identity']['ratios']), figures['method'], table_path)
-
-
-def markdown(figures):
-    identity = figures['identity']
-    count = len(figures['splits'])
-    seconds = figures['seconds']
-    lines = [
-        '# %d random split%s: %s' % (count, '' if count == 1 else 's', figures['method']), '',
-        'OA **%s** over %d split(s); Cohen\'s kappa %s. ± is the %s.'
-        % (_pm(figures['oa'], 100, 2, ' %'), count, _pm(figures['kappa'], 1, 4), STD), '',
-        '- records: `%s` (%d images, %d classes)'
-        % (identity['records_dir'], sum(figures['splits'][0][part]
-                                        for part in ('train', 'validation', 'test')),
-           len(figures['classes'])),
-        '- splits: class-stratified, train/validation/test %s of each class; split k\'s seed is '
-        '1000 × %d + k' % (splits.ratios_text(identity['ratios']), identity['seed']),
-        '- model: %s; %s' % (figures['method'], figures['selection']),
-        '- time: %.0f s in all, %.0f s per split on average' % (seconds['total'],
-                                                               seconds['per_split']),
-        '- command: `%s`' % figures['command'], '',
-        '| split | seed | train | val | test | best epoch | val accuracy | test OA | kappa | '
-        'time |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
-    for row in figures['splits']:
-        lines.append('| %s | %d | %d | %d | %d | %s | %s | %.2f %% | %s | %.0f s |' % (
-            row['split'], row['seed'], row['train'], row['validation'], row['test'],
-            '—' if row['best_epoch'] is None else row['best_epoch'],
-            '—' if row['val_accuracy'] is None else '%.4f' % row['val_accuracy'],
-            100 * row['oa'], 'n/a' if row['kappa'] is None else '%.4f' % row['kappa'],
-            row['seconds']))
-    lines += ['| **mean ± std** | | | | | | | **%s** | %s | |'
-              % (_pm(figures['oa'], 100, 2, ' %'), _pm(figures['kappa'], 1, 4)), '',
-              '## Per-class accuracy (recall), mean ± std over the splits', '',
-              '| # | class | accuracy |', '|---:|---|---:|']
-    per_class = figures['per_class_accuracy']
-    for i, name in enumerate(figures['classes']):
-        lines.append('| %d | %s | %s |' % (i, name, _pm(
-            {'mean': per_class['mean'][i],
-             'std': None if per_class['std'] is None else per_class['std'][i]}, 100, 2, ' %')))
-    lines += ['', 'The mean row-normalised confusion matrix (each split\'s rows divided by their '
-              'totals, then averaged): `%s`.' % FIGURE_FILE]
-    return '\n'.join(lines) + '\n'
+def split_result(plan, k):
+    """The SplitResult of split k, or None if it has not finished."""
+    path = os.path.join(plan.split_dir(k), SPLIT_INFO)
+    try:
+        with open(path, encoding='utf-8') as f:
+            info = json.load(f)
+        return SplitResult(k, plan.splits[k].seed, plan.split_dir(k), plan.splits[k].counts(),
+                           info['best_epoch'], info['val_accuracy'], float(info['seconds']))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ProtocolError('%s is damaged (%s): delete it and rerun the same command (the split '
+                            'is tested again)' % (path, error)) from None

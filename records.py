@@ -8,6 +8,14 @@ Layout of a converted folder (the converter writes it, everything else reads it)
 The converted folder is a `records_dir` everywhere in the code (fineturn.py --records-dir); the
 folder of images it was made from is an `image_dir` (convert_tfrecord.py --image-dir).
 
+The pool: all the records of a folder, train, validation and test in that order (split.csv's), so
+that a record has a position in it. A run reads the images of its parts (train, validation, test)
+by their positions: a plain run's parts are the records' own splits (split_positions), each split
+of a repeated-split protocol (fineturn.py --splits) draws its own from the whole pool. Pipelines
+read the records in place and keep the positions asked for (part_records): nothing is copied per
+split. index() reads the pool once for what the feature store needs: each image's digest, label
+and path.
+
 Record schema (FEATURES):
   image/encoded      bytes   PNG, lossless; decodes to exactly the 8-bit BGR pixels converted
   image/format       bytes   b'png'
@@ -26,22 +34,26 @@ training, validation and test see the same geometry.
 Flips (the only augmentation): one of FLIP_VARIANTS per training image and epoch, bit 0 a
 left/right flip, bit 1 up/down. shuffle_with_variants draws the epoch's order and each position's
 variant from the epoch's seed, statelessly; the full graph flips the decoded images
-(training_dataset), the feature cache stores every variant of every image (variants_dataset) and
-picks the drawn one (training_order). One draw, two consumers: both train on the same batches.
+(training_dataset), the feature store holds every variant of every image (variants_dataset) and
+the cached head picks the drawn one (training_order). One draw, two consumers: both train on the
+same batches.
 As in Caffe's data layer, a flip comes after the mean is subtracted: a flipped image is
 flip(crop(image) - crop(mean)), never minus a flipped mean image.
 """
+import collections
 import contextlib
 import csv
 import glob
 import os
 
+import numpy as np
 import tensorflow as tf
 
 import alexnet
 import class_names
 from dataset_folder import LABELS_FILE, SPLIT_FILE, SPLITS  # noqa: F401 (the folder's layout)
 from errors import UserError
+from feature_store import image_digest
 
 CONVERT_COMMAND = 'python convert_tfrecord.py --image-dir IMAGES --output-dir %s'
 RECONVERT_COMMAND = CONVERT_COMMAND + ' --overwrite'
@@ -121,27 +133,108 @@ def damaged_record(records_dir, split):
 
 
 @contextlib.contextmanager
-def reading(records_dir, split):
-    """Inside the block, a record of `split` that fails its CRC check or doesn't parse becomes
-    damaged_record's RecordsError (TensorFlow's own error names no file)."""
+def reading(records_dir, split=SPLITS):
+    """Inside the block, a record of `split` (one, or a tuple of splits: by default the pool)
+    that fails its CRC check or doesn't parse becomes damaged_record's RecordsError (TensorFlow's
+    own error names no file)."""
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-        damaged = damaged_record(records_dir, split)
-        if damaged is None:
-            raise
-        raise damaged from None
+        for name in (split,) if isinstance(split, str) else split:
+            damaged = damaged_record(records_dir, name)
+            if damaged is not None:
+                raise damaged from None
+        raise
 
 
 def read_inputs(records_dir):
     """(class names, {split: image count}) of a converted folder; every split must hold images."""
     classes = read_labels(records_dir)
-    counts = {split: count_records(records_dir, split) for split in SPLITS}
+    counts = split_counts(records_dir)
     for split, count in counts.items():
         if count == 0:
             raise RecordsError('the %s split in %s is empty: rerun python convert_tfrecord.py with '
                                'other --ratios' % (split, records_dir))
     return classes, counts
+
+
+# --- the pool: every record by its position ------------------------------------------------------
+
+def split_counts(records_dir):
+    """{split: records}, in the pool's order."""
+    return {split: count_records(records_dir, split) for split in SPLITS}
+
+
+def split_positions(records_dir, split, counts=None):
+    """The positions in the pool of the records of `split` (`counts`: split_counts, if known)."""
+    _check_split(split)
+    counts = counts or split_counts(records_dir)
+    start = sum(counts[name] for name in SPLITS[:SPLITS.index(split)])
+    return list(range(start, start + counts[split]))
+
+
+def own_parts(records_dir, counts=None):
+    """{part: positions} of a plain run: the records' own train, validation and test splits."""
+    counts = counts or split_counts(records_dir)
+    return {split: split_positions(records_dir, split, counts) for split in SPLITS}
+
+
+def _masked(files, mask):
+    """The serialized records of `files` (read in order) where `mask` (bool, one per record) is
+    True."""
+    def kept(index, serialized):
+        return tf.gather(mask, index)
+
+    def record(index, serialized):
+        return serialized
+    return tf.data.TFRecordDataset(files).enumerate().filter(kept).map(record)
+
+
+def part_records(records_dir, positions, counts=None):
+    """The serialized records at `positions` (ascending) of the pool, in the pool's order. Only
+    the files of the splits from the first position's to the last one's are read."""
+    counts = counts or split_counts(records_dir)
+    positions = np.asarray(positions, np.int64)
+    if positions.size == 0 or np.any(np.diff(positions) <= 0):
+        raise ValueError('positions must be ascending and not empty')
+    starts = np.cumsum([0] + [counts[split] for split in SPLITS])
+    first = int(np.searchsorted(starts, positions[0], side='right')) - 1
+    last = int(np.searchsorted(starts, positions[-1], side='right')) - 1
+    if positions[0] < 0 or last >= len(SPLITS):
+        raise ValueError('positions outside the pool of %d records' % starts[-1])
+    files = [file for split in SPLITS[first:last + 1]
+             for file in record_files(records_dir, split)]
+    mask = np.zeros(starts[last + 1] - starts[first], bool)
+    mask[positions - starts[first]] = True
+    return _masked(files, tf.constant(mask))
+
+
+def pool_records(records_dir, mask):
+    """The serialized records of the pool where `mask` (a bool tensor, one per record: e.g. a
+    placeholder fed per pass) is True, in the pool's order."""
+    return _masked([file for split in SPLITS for file in record_files(records_dir, split)], mask)
+
+
+RecordIndex = collections.namedtuple('RecordIndex', 'paths labels digests counts')
+
+
+def index(records_dir, batch=256):
+    """The pool's RecordIndex: paths (str), labels (int64 array) and image digests
+    (feature_store.image_digest of the encoded bytes) by position, and {split: records}."""
+    paths, labels, digests, counts = [], [], [], {}
+    with tf.init_scope():                     # eager, even when called inside a graph's block
+        for split in SPLITS:
+            dataset = tf.data.TFRecordDataset(record_files(records_dir, split)).map(
+                parse_example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
+            before = len(paths)
+            with reading(records_dir, split):
+                for features in dataset:
+                    digests.extend(image_digest(encoded)
+                                   for encoded in features['image/encoded'].numpy())
+                    labels.extend(features['image/class/label'].numpy().tolist())
+                    paths.extend(path.decode('utf-8') for path in features['image/path'].numpy())
+            counts[split] = len(paths) - before
+    return RecordIndex(paths, np.array(labels, np.int64), digests, counts)
 
 
 # --- one record ----------------------------------------------------------------------------------
@@ -217,28 +310,38 @@ def without_autotune(dataset):
 
     The training graph re-initialises one iterator from the training pipeline to validation every
     epoch, and with autotuning on that switch sometimes sat idle, every thread asleep, for tens
-    of seconds (the README's Results give the measurements). Off, it doesn't, and the pipeline
+    of seconds (docs/BENCHMARKS.md gives the measurements). Off, it doesn't, and the pipeline
     still outpaces the model many times over."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.with_options(options)
 
 
+def decoded(serialized, mean, crops=alexnet.CENTRE_CROP):
+    """A dataset of serialized records as an unbatched dataset of (image, label, path), in its
+    order: image float32 [227, 227, 3] preprocessed with the model's `mean` ([len(crops), 227,
+    227, 3] for several `crops`), label int64, path string. Decoding runs in a parallel map that
+    keeps the order; the caller batches."""
+    return serialized.map(lambda record: decode_example(record, mean, crops),
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def part_dataset(records_dir, positions, mean, crops=alexnet.CENTRE_CROP, counts=None):
+    """The pool's images at `positions` (ascending) as decoded() gives them."""
+    return decoded(part_records(records_dir, positions, counts), mean, crops)
+
+
 def make_dataset(records_dir, split, mean, crops=alexnet.CENTRE_CROP):
-    """A split as an unbatched dataset of (image, label, path), in split.csv's order: image float32
-    [227, 227, 3] preprocessed with the model's `mean` ([len(crops), 227, 227, 3] for several
-    `crops`),
-    label int64, path string. Decoding runs in a parallel map that keeps the order; the caller
-    batches."""
-    return tf.data.TFRecordDataset(record_files(records_dir, split)).map(
-        lambda serialized: decode_example(serialized, mean, crops),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    """A split of the records as decoded() gives them, in split.csv's order."""
+    return part_dataset(records_dir, split_positions(records_dir, split), mean, crops)
 
 
-def training_dataset(records_dir, count, seed, flip, mean):
-    """The training split for one epoch: shuffled by `seed` (an int64 scalar tensor), each image
-    in the flip variant drawn for its position (shuffle_with_variants)."""
-    records = tf.data.TFRecordDataset(record_files(records_dir, 'train'))
+def training_dataset(records_dir, positions, seed, flip, mean, counts=None):
+    """The training images, the pool's at `positions` (ascending), for one epoch: shuffled by
+    `seed` (an int64 scalar tensor), each image in the flip variant drawn for its position
+    (shuffle_with_variants)."""
+    count = len(positions)
+    records = part_records(records_dir, positions, counts)
     indexed = tf.data.Dataset.zip((tf.data.Dataset.range(count), records))
 
     def decode(position_variant, index_record):
@@ -255,11 +358,10 @@ def training_order(count, seed, flip):
     return shuffle_with_variants(tf.data.Dataset.range(count), count, seed, flip).batch(count)
 
 
-def variants_dataset(records_dir, split, variants, mean):
-    """Each image of `split` followed by its other flip variants (variants 0 .. variants-1), for
-    feature extraction: unbatched (image, label, path)."""
+def variants_dataset(serialized, variants, mean):
+    """Each image of a dataset of serialized records followed by its other flip variants
+    (variants 0 .. variants-1), for feature extraction: unbatched (image, label, path)."""
     def stack(image, label, path):
         images = tf.stack([flip_variant(image, v) for v in range(variants)])
         return images, tf.fill([variants], label), tf.fill([variants], path)
-    return make_dataset(records_dir, split, mean).map(
-        stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return decoded(serialized, mean).map(stack, num_parallel_calls=tf.data.AUTOTUNE).unbatch()

@@ -16,6 +16,7 @@ from errors import UserError
 
 PREDICTIONS_HEADER = ('path', 'label', 'predicted', 'confidence')
 REPORT_FILE = 'test_report.json'
+SOFTMAX = 'the softmax probability of the predicted class'   # predictions.csv's confidence
 
 
 class ReportError(UserError):
@@ -59,7 +60,7 @@ def cohen_kappa(matrix):
     return float((observed - chance) / (1 - chance)) if chance < 1 else float('nan')
 
 
-def build_report(classes, labels, predicted, checkpoint, views=1):
+def build_report(classes, labels, predicted, checkpoint, views=1, confidence=SOFTMAX):
     matrix = confusion_matrix(labels, predicted, len(classes))
     precision, recall, f1, support = per_class(matrix)
     return {
@@ -74,6 +75,7 @@ def build_report(classes, labels, predicted, checkpoint, views=1):
         'support': support.tolist(),
         'checkpoint': checkpoint,
         'crops': views,   # views averaged per image: 1 (centre crop) or 10 (ten-crop)
+        'confidence': confidence,     # what predictions.csv's confidence column holds
     }
 
 
@@ -84,7 +86,9 @@ def markdown_table(report):
              'checkpoint: `%s`  ' % report['checkpoint'],
              'crops: %d per image, softmax averaged  ' % report['crops'] if report['crops'] > 1
              else 'crops: the centre crop  ',
-             'accuracy: **%.4f** (%d / %d)' % (report['accuracy'], report['correct'], report['total']),
+             'accuracy: **%.4f** (%d / %d)  ' % (report['accuracy'], report['correct'],
+                                                 report['total']),
+             'confidence in predictions.csv: %s' % report['confidence'],
              '', 'Rows: true class; columns: predicted class (numbered as in the first column).', '',
              '| # | class | ' + ' | '.join(str(i) for i in range(len(classes))) + ' | recall |',
              '|---|---|' + '---:|' * len(classes) + '---:|']
@@ -96,14 +100,18 @@ def markdown_table(report):
     return '\n'.join(lines) + '\n'
 
 
-def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, views=1):
+def write_report(out_dir, classes, paths, labels, probabilities, checkpoint, views=1,
+                 confidence=SOFTMAX):
     """Write test_report.json, test_report.md, predictions.csv and confusion_matrix.png of the
-    predictions of `checkpoint` (a prefix; recorded relative to out_dir); `views` is the number of
-    crops whose probabilities were averaged per image."""
+    predictions of `checkpoint` (a prefix, or the file of another classifier; recorded relative to
+    out_dir); `views` is the number of crops whose probabilities were averaged per image. The
+    prediction is each row's argmax of `probabilities` (or other scores: `confidence` says what
+    their maximum, the confidence column, is)."""
     probabilities = np.asarray(probabilities)
     predicted = probabilities.argmax(1)
+    report = build_report(classes, labels, predicted, os.path.relpath(checkpoint, out_dir), views,
+                          confidence)
     confidence = probabilities.max(1)
-    report = build_report(classes, labels, predicted, os.path.relpath(checkpoint, out_dir), views)
 
     def predictions(f):
         writer = csv.writer(f, lineterminator='\n')
@@ -132,6 +140,7 @@ def read_report(out_dir):
             raise ValueError('its confusion matrix does not fit its classes')
         report['checkpoint'] = os.path.normpath(os.path.join(out_dir, report['checkpoint']))
         report.setdefault('crops', 1)                # reports from before ten-crop testing
+        report.setdefault('confidence', SOFTMAX)     # and before the SVM's
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:
@@ -179,12 +188,15 @@ def plot_matrix(path, classes, matrix, title, cell_text):
 
 
 def plot_curves(path, rows):
-    """Loss and accuracy per epoch, train and validation, from metrics.csv rows (dicts)."""
+    """Loss and accuracy per epoch, train and validation (when validated), from metrics.csv
+    rows (dicts)."""
     epochs = [int(r['epoch']) for r in rows]
     figure = Figure(figsize=(10, 4))
     loss, accuracy = figure.subplots(1, 2)
+    parts = (('train', 'o-'), ('val', 's-')) if all(r['val_loss'] != '' for r in rows) else \
+        (('train', 'o-'),)
     for axes, key, title in ((loss, 'loss', 'loss (cross-entropy)'), (accuracy, 'accuracy', 'accuracy')):
-        for split, style in (('train', 'o-'), ('val', 's-')):
+        for split, style in parts:
             axes.plot(epochs, [float(r['%s_%s' % (split, key)]) for r in rows], style,
                       label='validation' if split == 'val' else split)
         axes.set_xlabel('epoch')

@@ -5,7 +5,14 @@
     runs/<name>/model.ckpt-<epoch>  TensorFlow checkpoints, and best.json: checkpoints.py's
     runs/<name>/model.json          what using its checkpoints needs: class names, network
                                     structure, mean (a mean image in mean.npy next to it)
-    runs/<name>/feature_cache/      the frozen-feature cache (feature_cache.py)
+    runs/<name>/init_from.json      where a run started --init-from began: the checkpoint, its
+                                    epoch, the layers taken from it, the weights digest
+    runs/<name>/svm.npz             --classifier svm: the linear SVM, instead of checkpoints
+    runs/<name>/split.csv           a split of a protocol (--splits): the images of its parts
+
+The frozen features a run computes go to the shared feature store (--feature-store), not to the
+run dir. A run dir from before the store holds a per-run cache, feature_cache/: opening the run
+deletes it (open_run) and says how much that freed.
 
 Every file is written whole through a rename (atomicfile). One process owns the folder at a time
 (outputdir: a lock, and the removal of the temporary files killed writers left).
@@ -16,19 +23,21 @@ import csv
 import dataclasses
 import json
 import os
+import shutil
 
 import numpy as np
 
 import netspec
 import outputdir
 import weights_file
-from atomicfile import atomic_write
+from atomicfile import atomic_write, human_size
 from errors import UserError
 
 METRICS_FILE = 'metrics.csv'
-CACHE_DIR = 'feature_cache'
 SETTINGS_FILE = 'settings.json'
+SVM_FILE = 'svm.npz'
 MODEL_FILE = 'model.json'
+INIT_FILE = 'init_from.json'
 MEAN_IMAGE_FILE = 'mean.npy'
 METRICS_HEADER = ('epoch', 'train_loss', 'train_accuracy', 'val_loss', 'val_accuracy',
                   'learning_rate', 'seconds', 'checkpoint')
@@ -59,10 +68,13 @@ def write_metrics(run_dir, rows):
 
 def metrics_row(epoch, train_loss, train_accuracy, val_loss, val_accuracy, learning_rate,
                 seconds, checkpoint):
-    """The metrics.csv row of an epoch whose checkpoint (a prefix) is `checkpoint`."""
+    """The metrics.csv row of an epoch whose checkpoint (a prefix) is `checkpoint`; the
+    validation columns are empty when val_loss and val_accuracy are None (no validation part)."""
+    def shown(value):
+        return '' if value is None else '%.6f' % value
     return {'epoch': epoch, 'train_loss': '%.6f' % train_loss,
-            'train_accuracy': '%.6f' % train_accuracy, 'val_loss': '%.6f' % val_loss,
-            'val_accuracy': '%.6f' % val_accuracy, 'learning_rate': '%.6g' % learning_rate,
+            'train_accuracy': '%.6f' % train_accuracy, 'val_loss': shown(val_loss),
+            'val_accuracy': shown(val_accuracy), 'learning_rate': '%.6g' % learning_rate,
             'seconds': '%.2f' % seconds,
             'checkpoint': os.path.basename(checkpoint)}
 
@@ -105,10 +117,23 @@ def open_run(settings, log=print):
         raise RunError('--run-dir %s is a file' % run_dir)
     lock = outputdir.own(run_dir, '--run-dir', log)
     try:
+        _remove_old_cache(run_dir, log)
         return lock, _reopen(settings)
     except BaseException:
         lock.release()
         raise
+
+
+def _remove_old_cache(run_dir, log):
+    """Delete the per-run feature cache that runs kept before the feature store, and say so."""
+    folder = os.path.join(run_dir, 'feature_cache')
+    if not os.path.isdir(folder):
+        return
+    size = sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(folder) for name in names)
+    shutil.rmtree(folder)
+    log('removed %s, the per-run feature cache of earlier versions (%s): frozen features now '
+        'live in the feature store (--feature-store)' % (folder, human_size(size)))
 
 
 def _reopen(settings):
@@ -186,3 +211,28 @@ def recorded_model(run_dir, classes):
         return read_model(run_dir)
     return Model(list(classes), netspec.BVLC_ALEXNET.with_classes(len(classes)),
                  weights_file.IMAGENET_MEAN_BGR)
+
+
+# --- where a run started --init-from began ---------------------------------------------------------
+
+def write_start(run_dir, record):
+    """Record where the run began (a dict: checkpoint, epoch, val_accuracy, layers, weights,
+    weights_digest), once, before its first epoch: a resume restores its own checkpoints and
+    keys its feature cache by the recorded digest, whatever became of the checkpoint since."""
+    save_json(os.path.join(run_dir, INIT_FILE), record, 'where the run started')
+
+
+def read_start(run_dir):
+    """The record write_start wrote, or a RunError that says how to go on."""
+    path = os.path.join(run_dir, INIT_FILE)
+    try:
+        with open(path, encoding='utf-8') as f:
+            record = json.load(f)
+        missing = [key for key in ('checkpoint', 'weights_digest')
+                   if not isinstance(record.get(key), str)]
+        if missing:
+            raise ValueError('no %s' % ', '.join(missing))
+        return record
+    except (OSError, ValueError, AttributeError) as error:
+        raise RunError('%s is missing or damaged (%s): it records the checkpoint this run started '
+                       'from; start again in a new --run-dir' % (path, error)) from None

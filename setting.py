@@ -19,6 +19,9 @@ RECORDS_DIR = os.path.join(ROOT, 'data')                      # TFRecords, label
 WEIGHTS_PATH = os.path.join(ROOT, 'weights', 'bvlc_alexnet.npz')  # from python -m caffe_to_npy
 RUNS_DIR = os.path.join(ROOT, 'runs')
 RUN_DIR = os.path.join(RUNS_DIR, 'alexnet-ucmerced')          # checkpoints, metrics, reports
+# Frozen features, once per image, shared by every run, split and concurrent job on these weights.
+# On a cluster, put it on the file system the jobs share.
+FEATURE_STORE = os.path.join(RUNS_DIR, 'feature_store')
 IMAGENET_CLASSES = os.path.join(ROOT, 'data', 'imagenet_classes.txt')  # 1000 names, Caffe order
 
 # --- dataset conversion (convert_tfrecord.py) ---------------------------------------------------
@@ -49,9 +52,23 @@ FLIP = True                 # random up/down and left/right flips of training im
 SEED = 42                   # graph-level TF seed and the order of training batches
 KEEP_CHECKPOINTS = 5        # last N epoch checkpoints kept, and the best; 0 = keep all
 
+# --- the classifier (fineturn.py) ---------------------------------------------------------------
+# 'finetune' trains TRAIN_LAYERS; 'svm' is the frozen-feature baseline of the AID table: a linear
+# SVM (scikit-learn's LinearSVC) on each image's SVM_LAYER after its ReLU, centre crop,
+# L2-normalised, with C = SVM_C.
+CLASSIFIER = 'finetune'
+SVM_LAYER = 'fc7'
+SVM_C = 1.0
+
+# --- repeated random splits (fineturn.py --splits N) --------------------------------------------
+# Each class's images split into train, validation and test, redrawn per split from --seed and
+# the split's number. The papers' 80/20 with a validation part for model selection taken out of
+# the 80 %; VAL = 0 is their plain train/test (the last epoch tested).
+PROTOCOL_SPLIT_RATIOS = (0.7, 0.1, 0.2)
+
 # --- speed (fineturn.py) ------------------------------------------------------------------------
-USE_FEATURE_CACHE = True    # compute frozen layers once per image when that is exact
-CACHE_RAM_GB = 4.0          # cached features above this size go to a memory-mapped file instead
+USE_FEATURE_CACHE = True    # compute frozen layers once per image when exact (in FEATURE_STORE)
+CACHE_RAM_GB = 4.0          # a run's frozen features above this size go to a memory-mapped file
 
 # --- checking the weights (validate_alexnet_on_imagenet.py) -------------------------------------
 TOP_K = 5

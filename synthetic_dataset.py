@@ -19,15 +19,17 @@ With quirks=True the folder also carries the mess real downloads have (docs/ARCH
 readable images (with their label and quirk), which are corrupt and which are not images. Tests
 check the converter against it.
 """
-import argparse
 import dataclasses
 import math
 import os
+import sys
 
 import cv2
 import numpy as np
 
+import cli
 import images
+from errors import UserError
 
 # UC Merced Land Use's 21 classes (Yang & Newsam, ACM SIGSPATIAL GIS 2010), in sorted order.
 CLASS_NAMES = (
@@ -213,24 +215,42 @@ def _write_class(job):
     return rows
 
 
+def parser():
+    parser = cli.Parser(prog='synthetic_dataset.py', description=__doc__.split('\n\n')[0])
+    parser.add_argument('root', metavar='ROOT',
+                        help='folder to create the <class>/<image> tree in')
+    parser.add_argument('--num-classes', type=int, default=len(CLASS_NAMES), metavar='N',
+                        help=cli.with_default('classes, named after UC Merced\'s',
+                                              len(CLASS_NAMES)))
+    parser.add_argument('--per-class', type=int, default=100, metavar='N',
+                        help=cli.with_default('images per class', 100))
+    parser.add_argument('--size', type=int, default=256, metavar='PIXELS',
+                        help=cli.with_default('image side', 256))
+    parser.add_argument('--seed', type=int, default=0, metavar='N',
+                        help=cli.with_default('random seed', 0))
+    parser.add_argument('--no-quirks', action='store_true',
+                        help='only clean 8-bit BGR .tif files (without it: odd sizes, grayscale, '
+                             '16-bit, RGBA, .TIF, a corrupt file and non-images too)')
+    parser.add_argument('--too-small-class', action='store_true',
+                        help='the last class gets 2 images (the converter must refuse it)')
+    parser.add_argument('--workers', type=int, default=0, metavar='N',
+                        help=cli.with_default('processes, 0: one per CPU core', 0))
+    return parser
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('root', help='folder to create the <class>/<image> tree in')
-    parser.add_argument('--num-classes', type=int, default=len(CLASS_NAMES))
-    parser.add_argument('--per-class', type=int, default=100)
-    parser.add_argument('--size', type=int, default=256, help='image side in pixels')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--no-quirks', action='store_true', help='only clean 8-bit BGR .tif files')
-    parser.add_argument('--too-small-class', action='store_true', help='last class gets 2 images')
-    parser.add_argument('--workers', type=int, default=0, help='processes; 0 = one per CPU core')
-    args = parser.parse_args(argv)
-    folder = make_dataset_folder(args.root, args.num_classes, args.per_class, args.size, args.seed,
-                                 quirks=not args.no_quirks, too_small_class=args.too_small_class,
-                                 workers=args.workers)
-    print('wrote %d readable images in %d classes to %s (%d corrupt, %d non-images)'
-          % (len(folder.images), len(folder.classes), args.root, len(folder.corrupt),
-             len(folder.ignored)))
+    args = parser().parse_args(argv)
+
+    def work():
+        folder = make_dataset_folder(args.root, args.num_classes, args.per_class, args.size,
+                                     args.seed, quirks=not args.no_quirks,
+                                     too_small_class=args.too_small_class, workers=args.workers)
+        print('wrote %d readable images in %d classes to %s (%d corrupt, %d non-images)'
+              % (len(folder.images), len(folder.classes), args.root, len(folder.corrupt),
+                 len(folder.ignored)))
+    # a value make_dataset_folder refuses, or a folder it can't write: the user's to fix
+    return cli.run('synthetic_dataset.py', work, (UserError, ValueError, OSError))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

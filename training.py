@@ -2,13 +2,20 @@
 
 train(settings) is fineturn.py's training mode: start(settings) opens the run dir, builds the
 graph, loads the pretrained weights (or restores the last completed epoch) and, when it is exact,
-fills the feature cache; then each epoch the Run it returns trains, validates and saves a
-checkpoint, and the epoch's metrics row is recorded; at the end the best epoch is tested.
+reads the frozen features from the feature store (computing what it lacks); then each epoch the
+Run it returns trains, validates and saves a checkpoint, and the epoch's metrics row is recorded;
+at the end the best epoch is tested.
 
-Full-graph mode reads images through tf.data into AlexNet from conv1. Cache mode computes the
-frozen layers once per image and flip variant (the feature cache) and trains the layers above them
-from fed feature batches. Both name their variables alike, draw the same batch order and flips,
-and keep every layer in their checkpoints, so their checkpoints interchange.
+A run's images are its parts, train, validation and test, as positions in its records folder's
+pool (records.py): the records' own splits, or a protocol split's (train(settings, parts),
+protocol_run.py). Without a validation part (a protocol's VAL = 0) the epochs are not validated
+and the last one is tested.
+
+Full-graph mode reads images through tf.data into AlexNet from conv1. Cache mode reads the frozen
+layers' output, once per image and flip variant, from the feature store (frozen_features.py) and
+trains the layers above them from fed feature batches. Both name their variables alike, draw the
+same batch order and flips, and keep every layer in their checkpoints, so their checkpoints
+interchange.
 """
 import collections
 import math
@@ -25,12 +32,13 @@ import alexnet
 import atomicfile
 import checkpoints
 import evaluation
-import feature_cache
+import frozen_features
 import graph
 import netspec
 import records
 import report
 import rundir
+import splits
 from console import log, warn
 from errors import UserError
 from rundir import RunError
@@ -62,78 +70,86 @@ def cache_decision(settings, structure=netspec.BVLC_ALEXNET):
     augment = 'flips as the only augmentation' if settings.flip else 'no augmentation'
     frozen_range = '-'.join((frozen[0], frozen[-1])) if len(frozen) > 1 else frozen[0]
     return True, ('feature cache on: %s frozen and %s, so %s (the input of %s) is computed once '
-                  'per image%s' % (frozen_range, augment,
-                                   structure.boundary(boundary_layer), boundary_layer,
-                                   ' and flip variant' if settings.flip else ''))
+                  'per image%s, in the feature store %s'
+                  % (frozen_range, augment, structure.boundary(boundary_layer), boundary_layer,
+                     ' and flip variant' if settings.flip else '', settings.feature_store))
 
 
-def split_variants(settings):
-    """{split: images per image it holds}: the flip variants of training images."""
-    return {'train': records.FLIP_VARIANTS if settings.flip else 1, 'validation': 1, 'test': 1}
-
-
-def cache_shapes(settings, counts, structure):
-    """{split: the shape of its feature cache}: (images, variants, *the boundary's shape)."""
-    shape = structure.boundary_shape(lowest_trained(settings.train_layers))
-    return {split: (counts[split], variants) + shape
-            for split, variants in split_variants(settings).items()}
+def store_variants(settings):
+    """The flip variants the feature store holds for a fine-tuning run: those it trains on."""
+    return tuple(range(records.FLIP_VARIANTS)) if settings.flip else (0,)
 
 
 def epoch_seed(seed, epoch):
     return seed * 1000003 + epoch
 
 
-def read_pretrained(settings, num_classes):
+def read_pretrained(settings, classes):
+    """The weights a new run starts from -> (Weights, None), or for a run started --init-from a
+    checkpoint (Weights, (its prefix, the layers taken from it)): checkpoints.init_weights."""
     weights = alexnet.read_weights(settings.weights, allow_pickle=settings.allow_pickle)
+    init = None
+    if settings.init_from:
+        prefix, weights, held = checkpoints.init_weights(
+            settings.init_from, weights, classes, settings.skip_layers, settings.records_dir)
+        init = prefix, held
     fc8 = weights.get('fc8', {}).get('weights')
-    if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != num_classes:
+    if 'fc8' not in settings.skip_layers and fc8 is not None and fc8.shape[-1] != len(classes):
         raise RunError('%s has %d classes in fc8 but labels.txt in %s has %d: add fc8 to '
                        '--skip-layers (SKIP_LAYERS in setting.py) to replace it'
-                       % (settings.weights, fc8.shape[-1], settings.records_dir, num_classes))
-    return weights
+                       % (settings.weights, fc8.shape[-1], settings.records_dir, len(classes)))
+    return weights, init
+
+
+def record_start(settings, init):
+    """Record in the run dir where a run started --init-from begins (rundir.write_start) and say
+    it in the log."""
+    prefix, held = init
+    epoch = checkpoints.epoch_of(prefix)
+    row = next((row for row in rundir.read_metrics(os.path.dirname(prefix))
+                if row['epoch'] == str(epoch)), None)
+    # (a run without a validation part leaves the column empty)
+    accuracy = float(row['val_accuracy']) if row and row['val_accuracy'] else None
+    rundir.write_start(settings.run_dir, {
+        'checkpoint': os.path.abspath(prefix), 'epoch': epoch, 'val_accuracy': accuracy,
+        'layers': held, 'weights': os.path.abspath(settings.weights),
+        'weights_digest': frozen_features.source_digest(
+            settings.weights, [prefix + suffix for suffix in checkpoints.SUFFIXES[:2]])})
+    return '%s from %s (--init-from: epoch %d%s)' % (
+        ', '.join(held), prefix, epoch,
+        ', val acc %.4f' % accuracy if accuracy is not None else '')
+
+
+def start_from(settings, classes):
+    """The weights a new run starts from -> (Weights, where its layers came from for the log, or
+    None): read_pretrained; for a run started --init-from, recorded in the run dir
+    (record_start) before the feature store is keyed by it (frozen_features.frozen_source_digest).
+    """
+    weights, init = read_pretrained(settings, classes)
+    return weights, (record_start(settings, init) if init else None)
 
 
 class TrainingGraph:
-    """The graph of a run: the input pipelines, the classifier, its scores and the SGD step on the
-    trained layers; in cache mode also the frozen layers (to extract features and to keep them in
-    every checkpoint) and the classifier above them on fed feature batches."""
+    """The graph of a run: the classifier, its scores and the SGD step on the trained layers; in
+    full-graph mode the input pipelines of the run's parts (positions in the pool, `parts`); in
+    cache mode the frozen layers' extraction (to fill the feature store, and to keep them in every
+    checkpoint) and the classifier above them on fed feature batches."""
 
-    def __init__(self, settings, structure, mean, train_count, cached):
+    def __init__(self, settings, structure, mean, parts, cached):
         self.structure, self.cached = structure, cached
         self.boundary_layer = lowest_trained(settings.train_layers)
-        self.variants = split_variants(settings)
         records_dir, side = settings.records_dir, structure.input_size
+        counts = records.split_counts(records_dir)
+        train_count = len(parts['train'])
         self.graph = tf1.Graph()
         with self.graph.as_default():
             tf1.set_random_seed(settings.seed)
             self.keep_prob = tf1.placeholder_with_default(tf.constant(1.0), [], 'keep_prob')
             self.epoch_seed = tf1.placeholder(tf.int64, [], 'epoch_seed')
-
-            # one iterator, re-initialised per split: (images, labels, paths) batches
-            self.iterator = tf1.data.Iterator.from_structure(
-                (tf.float32, tf.int64, tf.string),
-                (tf.TensorShape([None, side, side, 3]), tf.TensorShape([None]),
-                 tf.TensorShape([None])))
-
-            def initializer(dataset, batch):
-                return self.iterator.make_initializer(
-                    records.without_autotune(dataset.batch(batch).prefetch(2)))
-
-            self.train_init = initializer(records.training_dataset(
-                records_dir, train_count, self.epoch_seed, settings.flip, mean),
-                settings.batch_size)
-            self.eval_init = {split: initializer(records.make_dataset(records_dir, split, mean),
-                                                 graph.EVAL_BATCH)
-                              for split in ('validation', 'test')}
-            images, self.iterator_labels, self.paths = self.iterator.get_next()
-
             if cached:
-                self.features = graph.features(images, structure, self.boundary_layer)
-                self.extract_init = {
-                    split: initializer(records.variants_dataset(records_dir, split, variants,
-                                                                mean),
-                                       graph.EVAL_BATCH)
-                    for split, variants in self.variants.items()}
+                self.extractor = graph.FeatureExtractor(
+                    records_dir, sum(counts.values()), mean, structure, self.boundary_layer,
+                    store_variants(settings))
                 order = tf1.data.make_initializable_iterator(records.without_autotune(
                     records.training_order(train_count, self.epoch_seed, settings.flip)))
                 self.order_init, self.order = order.initializer, order.get_next()
@@ -144,7 +160,23 @@ class TrainingGraph:
                 logits, self.probabilities = graph.classifier(
                     self.inputs, structure, self.keep_prob, start=self.boundary_layer)
             else:
-                self.labels = self.iterator_labels
+                # one iterator, re-initialised per part: (images, labels, paths) batches
+                iterator = tf1.data.Iterator.from_structure(
+                    (tf.float32, tf.int64, tf.string),
+                    (tf.TensorShape([None, side, side, 3]), tf.TensorShape([None]),
+                     tf.TensorShape([None])))
+
+                def initializer(dataset, batch):
+                    return iterator.make_initializer(
+                        records.without_autotune(dataset.batch(batch).prefetch(2)))
+
+                self.train_init = initializer(records.training_dataset(
+                    records_dir, parts['train'], self.epoch_seed, settings.flip, mean, counts),
+                    settings.batch_size)
+                self.eval_init = {part: initializer(records.part_dataset(
+                    records_dir, parts[part], mean, counts=counts), graph.EVAL_BATCH)
+                    for part in ('validation', 'test') if len(parts[part])}
+                images, self.labels, self.paths = iterator.get_next()
                 logits, self.probabilities = graph.classifier(images, structure, self.keep_prob)
 
             self.scores = graph.scores(logits, self.labels)
@@ -159,36 +191,72 @@ class TrainingGraph:
             self.graph.finalize()
 
 
-def start(settings):
-    """Open the run of `settings`: its inputs, its run dir (resuming after its completed epochs)
-    and its graph and session, ready to train -> Run."""
+def prepare(settings, parts=None, split_rows=None):
+    """What every run does first: log its settings and data, own its run dir (resuming after its
+    completed epochs), and record its model -> Prepared. `parts`: {part: positions in the pool}
+    (a protocol's split, whose (path, label, part) `split_rows` go to the run dir's split.csv),
+    or None for the records' own splits."""
     log('settings: ' + ', '.join('%s=%s' % item for item in settings.saved().items()))
-    classes, counts = records.read_inputs(settings.records_dir)
-    log('data: %d classes; %d train, %d validation, %d test images in %s'
-        % (len(classes), counts['train'], counts['validation'], counts['test'],
-           settings.records_dir))
+    records_dir = settings.records_dir
+    if parts is None:
+        classes, counts = records.read_inputs(records_dir)
+        parts = records.own_parts(records_dir, counts)
+        log('data: %d classes; %d train, %d validation, %d test images in %s'
+            % (len(classes), counts['train'], counts['validation'], counts['test'], records_dir))
+    else:
+        classes = records.read_labels(records_dir)
+        log('data: %d classes; %d train, %d validation, %d test images of the %d in %s'
+            % (len(classes), len(parts['train']), len(parts['validation']), len(parts['test']),
+               sum(records.split_counts(records_dir).values()), records_dir))
+    parts = {part: np.asarray(positions, np.int64) for part, positions in parts.items()}
     lock, rows = rundir.open_run(settings, log)
     try:
+        if split_rows is not None:
+            splits.write_split(os.path.join(settings.run_dir, splits.SPLIT_FILE), split_rows)
         if rows:   # resuming: the checkpoints hold the weights, the run dir the model
-            weights = None
-            description = recorded_model(settings.run_dir, classes, settings.records_dir)
+            weights, started = None, None
+            description = recorded_model(settings.run_dir, classes, records_dir)
         else:
-            weights = read_pretrained(settings, len(classes))
+            weights, started = start_from(settings, classes)
             description = rundir.Model(classes, weights.structure.with_classes(len(classes)),
                                        weights.mean)
         rundir.write_model(settings.run_dir, description)
-        cached, why = cache_decision(settings, description.structure)
-        cache_size = sum(feature_cache.file_size(shape) for shape in cache_shapes(
-            settings, counts, description.structure).values()) if cached else 0
+    except BaseException:
+        lock.release()
+        raise
+    return Prepared(parts, lock, rows, description, weights, started)
+
+
+# weights: what a new run starts from (None when resuming); started: where its layers came from,
+# for the log
+Prepared = collections.namedtuple('Prepared', 'parts lock rows description weights started')
+
+
+def start(settings, parts=None, index=None, split_rows=None):
+    """Open the run of `settings` (prepare: `parts` and `split_rows` as there): its inputs, its
+    run dir (resuming after its completed epochs), the feature store in cache mode (`index`: the
+    pool's records.index, if known) and its graph and session, ready to train -> Run."""
+    ready = prepare(settings, parts, split_rows)
+    try:
+        classes, structure = ready.description.classes, ready.description.structure
+        cached, why = cache_decision(settings, structure)
+        store, features = None, None
+        if cached:
+            index = index if index is not None else records.index(settings.records_dir)
+            store = frozen_features.open_store(settings, structure, ready.description.mean,
+                                               lowest_trained(settings.train_layers),
+                                               store_variants(settings), log, warn)
+            features = (settings.feature_store, frozen_features.missing_bytes(store,
+                                                                              index.digests))
         warning = checkpoints.space_warning(settings.run_dir, settings.epochs,
-                                            settings.keep_checkpoints, len(rows),
-                                            checkpoints.size(len(classes)), cache_size)
+                                            settings.keep_checkpoints, len(ready.rows),
+                                            checkpoints.size(len(classes)), features)
         if warning:
             warn(warning)
         log(why)
-        return Run(settings, description, counts, rows, weights, cached, lock)
+        return Run(settings, ready, store, index)
     except BaseException:
-        lock.release()
+        ready.lock.release()
         raise
 
 
@@ -204,15 +272,19 @@ def recorded_model(run_dir, classes, records_dir):
 
 class Run:
     """A run's session: train an epoch, validate, save, log scalars, test the best epoch. It holds
-    the run dir's lock (`lock`, from rundir.open_run) until it closes."""
+    the run dir's lock (from prepare) until it closes. In cache mode (`store` given, with the
+    pool's records.index `index`) the frozen features of the whole pool are read (or computed)
+    first."""
 
-    def __init__(self, settings, description, counts, rows, weights, cached, lock):
-        self.settings, self.counts, self.rows = settings, counts, rows
-        self.classes = description.classes
-        self.lock, self.writer, self.session = lock, None, None
-        self.model = TrainingGraph(settings, description.structure, description.mean,
-                                   counts['train'], cached)
-        run_dir = settings.run_dir
+    def __init__(self, settings, ready, store=None, index=None):
+        self.settings, self.parts, self.rows = settings, ready.parts, ready.rows
+        self.counts = {part: len(positions) for part, positions in ready.parts.items()}
+        self.classes = ready.description.classes
+        self.lock, self.writer, self.session = ready.lock, None, None
+        self.store = store
+        self.model = TrainingGraph(settings, ready.description.structure, ready.description.mean,
+                                   ready.parts, store is not None)
+        run_dir, rows = settings.run_dir, ready.rows
         try:
             # (the TF1 writer refuses to be made eagerly)
             with self.model.graph.as_default(), atomicfile.writing(
@@ -229,16 +301,29 @@ class Run:
                 log('resuming %s after epoch %d of %d (from %s)' % (
                     run_dir, done, settings.epochs, checkpoints.path(run_dir, done)))
             else:
-                weights = weights or read_pretrained(settings, len(self.classes))
+                weights, started = ready.weights, ready.started
+                if weights is None:        # every checkpoint of a resumed run was damaged
+                    weights, started = start_from(settings, self.classes)
                 loaded = alexnet.load_weights(self.session, weights,
                                               skip_layers=settings.skip_layers,
                                               source=settings.weights)
                 self.session.run(self.model.others_init)
-                log('loaded %s from %s; initialised %s from Caffe\'s fillers; training %s'
-                    % (', '.join(loaded), settings.weights,
-                       ', '.join(settings.skip_layers) or 'nothing',
-                       ', '.join(settings.train_layers)))
-            self.cache = self._feature_cache() if cached else None
+                sources = [started] if started else []
+                held = rundir.read_start(run_dir)['layers'] if settings.init_from else []
+                rest = [name for name in loaded if name not in held]
+                if rest:
+                    sources.append('%s from %s' % (', '.join(rest), settings.weights))
+                log('loaded %s; initialised %s from Caffe\'s fillers; training %s'
+                    % ('; '.join(sources) or 'nothing', ', '.join(settings.skip_layers) or
+                       'nothing', ', '.join(settings.train_layers)))
+            self.features = None
+            if store is not None:
+                self.labels, self.paths = index.labels, np.array(index.paths)
+                with progress(len(store.missing(index.digests)), 'features') as bar:
+                    self.features = frozen_features.load(
+                        store, index.digests,
+                        lambda positions: self.model.extractor.batches(self.session, positions),
+                        bar.update, settings.cache_ram_gb, run_dir, log)
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
@@ -274,18 +359,18 @@ class Run:
         learning_rate = session.run(model.learning_rate)
         totals = np.zeros(3)
         started = time.time()
-        if self.cache is None:
+        if self.features is None:
             session.run(model.train_init, {model.epoch_seed: seed})
             feeds = iter(lambda: {model.keep_prob: settings.keep_prob}, None)
         else:
-            features, labels = self.cache['train'][0], self.cache['train'][1]
             order, variants = self._training_order(seed)
-            feeds = ({model.inputs: features[order[i:i + batch], variants[i:i + batch]],
-                      model.labels: labels[order[i:i + batch]],
+            rows = self.parts['train'][order]       # the epoch's images as positions in the pool
+            feeds = ({model.inputs: self.features[rows[i:i + batch], variants[i:i + batch]],
+                      model.labels: self.labels[rows[i:i + batch]],
                       model.keep_prob: settings.keep_prob} for i in range(0, count, batch))
         fetches = [model.train_op, model.scores.loss_sum, model.scores.correct, model.scores.count]
         with progress(count, 'epoch %d/%d' % (epoch, settings.epochs)) as bar, \
-                records.reading(settings.records_dir, 'train'):
+                records.reading(settings.records_dir):
             for step, feed in enumerate(feeds, start=1):
                 try:
                     _, loss_sum, correct, seen = session.run(fetches, feed)
@@ -315,29 +400,32 @@ class Run:
         order[positions], drawn[positions] = indices, variants
         return order, drawn
 
-    def evaluate(self, split):
-        """graph.Evaluation over every image of `split`."""
+    def evaluate(self, part):
+        """graph.Evaluation over every image of `part` ('validation' or 'test')."""
         model = self.model
         fetches = [model.scores.loss_sum, model.scores.correct, model.probabilities]
-        if self.cache is None:
-            with records.reading(self.settings.records_dir, split):
-                self.session.run(model.eval_init[split])
+        if self.features is None:
+            with records.reading(self.settings.records_dir):
+                self.session.run(model.eval_init[part])
                 results = graph.batches(self.session, fetches + [model.labels, model.paths])
         else:
-            features, labels, paths = self.cache[split]
             results = []
-            for i in range(0, len(labels), graph.EVAL_BATCH):
-                part = slice(i, i + graph.EVAL_BATCH)
-                results.append(self.session.run(fetches, {model.inputs: features[part, 0],
-                                                          model.labels: labels[part]})
-                               + [labels[part], paths[part]])
+            for i in range(0, self.counts[part], graph.EVAL_BATCH):
+                rows = self.parts[part][i:i + graph.EVAL_BATCH]
+                labels = self.labels[rows]
+                results.append(self.session.run(fetches, {model.inputs: self.features[rows, 0],
+                                                          model.labels: labels})
+                               + [labels, self.paths[rows]])
         result = graph.summarize(results)
         if result is None:
-            raise RunError('no %s images in %s' % (split, self.settings.records_dir))
+            raise RunError('no %s images in %s' % (part, self.settings.records_dir))
         return result
 
     def validate(self, epoch):
-        """The validation split's graph.Evaluation after `epoch`; a RunError if it diverged."""
+        """The validation part's graph.Evaluation after `epoch` (None without a validation
+        part); a RunError if it diverged."""
+        if not self.counts['validation']:
+            return None
         result = self.evaluate('validation')
         if not math.isfinite(result.loss):
             raise RunError('the validation loss became %s after epoch %d: lower --learning-rate '
@@ -365,8 +453,9 @@ class Run:
         """Record the metrics row of `epoch` (saved) in metrics.csv, then prune old checkpoints."""
         run_dir = self.settings.run_dir
         self.rows.append(rundir.metrics_row(
-            epoch, trained.loss, trained.accuracy, validated.loss, validated.accuracy,
-            trained.learning_rate, seconds, checkpoints.path(run_dir, epoch)))
+            epoch, trained.loss, trained.accuracy, validated and validated.loss,
+            validated and validated.accuracy, trained.learning_rate, seconds,
+            checkpoints.path(run_dir, epoch)))
         checkpoints.record_epoch(run_dir, self.rows, self.settings.keep_checkpoints)
 
     def log_scalars(self, epoch, values):
@@ -387,51 +476,6 @@ class Run:
                                               checkpoint)
         report.plot_curves(os.path.join(run_dir, 'curves.png'), self.rows)
         return result
-
-    # -- the feature cache -------------------------------------------------------------------
-    def _feature_cache(self):
-        """The feature cache for every split: loaded if a matching, intact one exists, else
-        computed (a damaged one is reported and computed again)."""
-        settings, model = self.settings, self.model
-        structure = model.structure
-        below = structure.names[:structure.index(model.boundary_layer)]
-        random_below = sorted(set(settings.skip_layers) & set(below))
-        cache_dir = os.path.join(settings.run_dir, rundir.CACHE_DIR)
-        cache, files = {}, []
-        for split, shape in cache_shapes(settings, self.counts, structure).items():
-            inputs = records.record_files(settings.records_dir, split) + [settings.weights]
-            key = feature_cache.cache_key(inputs, boundary=model.boundary_layer,
-                                          variants=shape[1], random_layers=random_below,
-                                          seed=settings.seed if random_below else None)
-            files.append(feature_cache.path(cache_dir, split, key))
-            try:
-                cache[split] = feature_cache.load(cache_dir, split, key, shape,
-                                                  settings.cache_ram_gb)
-            except feature_cache.DamagedCacheError as error:
-                warn('%s: recomputing' % error)
-                cache[split] = None
-            if cache[split] is None:
-                cache[split] = feature_cache.write(
-                    cache_dir, split, key, shape, self._extract(split, shape[1], shape[2:]),
-                    settings.cache_ram_gb)
-        feature_cache.remove_stale(cache_dir, files)
-        return cache
-
-    def _extract(self, split, variants, shape):
-        """Yield (features [n, variants, ...], labels, paths) batches of `split`'s images."""
-        model = self.model
-        self.session.run(model.extract_init[split])
-        with progress(self.counts[split] * variants, 'features %s' % split) as bar, \
-                records.reading(self.settings.records_dir, split):
-            while True:
-                try:
-                    features, labels, paths = self.session.run(
-                        [model.features, model.iterator_labels, model.paths])
-                except tf.errors.OutOfRangeError:
-                    return
-                bar.update(len(features))
-                yield (features.reshape((-1, variants) + shape), labels[::variants],
-                       paths[::variants])
 
 
 # --- the epoch loop ------------------------------------------------------------------------------
@@ -456,10 +500,10 @@ class Interrupt:
         signal.signal(signal.SIGINT, self.previous)
 
 
-def train(settings):
-    """Train a run of `settings`: an epoch at a time, train, validate, save, record, log; then
-    test the best epoch. Returns the exit status."""
-    with start(settings) as run:
+def train(settings, parts=None, index=None, split_rows=None):
+    """Train a run of `settings` (`parts`, `index`, `split_rows`: see start): an epoch at a time,
+    train, validate, save, record, log; then test the best epoch. Returns the exit status."""
+    with start(settings, parts, index, split_rows) as run:
         return epochs(settings, run)
 
 
@@ -476,21 +520,26 @@ def epochs(settings, run):
             validated = run.validate(epoch)
             run.save(epoch)
             run.record(epoch, trained, validated, time.time() - started)
-            run.log_scalars(epoch, {'loss/train': trained.loss, 'loss/validation': validated.loss,
-                                    'accuracy/train': trained.accuracy,
-                                    'accuracy/validation': validated.accuracy,
-                                    'learning_rate': trained.learning_rate})
-            log('epoch %d/%d  train loss %.4f acc %.4f | val loss %.4f acc %.4f | lr %.3g | '
-                '%.0f img/s | %.1f s' % (epoch, settings.epochs, trained.loss, trained.accuracy,
-                                          validated.loss, validated.accuracy,
-                                          trained.learning_rate, trained.images_per_second,
-                                          time.time() - started))
+            scalars = {'loss/train': trained.loss, 'accuracy/train': trained.accuracy,
+                       'learning_rate': trained.learning_rate}
+            if validated:
+                scalars.update({'loss/validation': validated.loss,
+                                'accuracy/validation': validated.accuracy})
+            run.log_scalars(epoch, scalars)
+            log('epoch %d/%d  train loss %.4f acc %.4f | %s | lr %.3g | %.0f img/s | %.1f s'
+                % (epoch, settings.epochs, trained.loss, trained.accuracy,
+                   'val loss %.4f acc %.4f' % (validated.loss, validated.accuracy) if validated
+                   else 'no validation part', trained.learning_rate,
+                   trained.images_per_second, time.time() - started))
             if interrupt.requested:
                 log('stopped after epoch %d. Rerun the same command to resume.' % epoch)
                 return 130
     best = checkpoints.write_best(settings.run_dir, run.rows)
     result = run.test(best)
-    log(' * best epoch %d (val acc %.4f)  test Acc@1 %.4f (%d/%d)  report: %s'
-        % (int(best['epoch']), float(best['val_accuracy']), result['accuracy'], result['correct'],
-           result['total'], os.path.join(settings.run_dir, 'test_report.md')))
+    log(' * %s  test Acc@1 %.4f (%d/%d)  report: %s'
+        % ('best epoch %d (val acc %.4f)' % (int(best['epoch']), float(best['val_accuracy']))
+           if checkpoints.validated(run.rows) else
+           'last epoch %d (no validation part)' % int(best['epoch']),
+           result['accuracy'], result['correct'], result['total'],
+           os.path.join(settings.run_dir, 'test_report.md')))
     return 0

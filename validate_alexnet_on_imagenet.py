@@ -25,6 +25,7 @@ import argparse
 import sys
 
 import class_names
+import cli
 import environment
 import setting
 import weights_file
@@ -61,11 +62,6 @@ def model_class_names(weights_path, weights, labels_path=None):
     return names
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, '%s: error: %s (see --help)\n' % (self.prog, message))
-
-
 def _positive_int(text):
     try:
         value = int(text)
@@ -76,20 +72,20 @@ def _positive_int(text):
     return value
 
 
-def parse_args(argv=None):
-    parser = _Parser(prog=PROG, description=__doc__.split('\n\n')[0].strip().rstrip('.') + '.',
-                     epilog='Exits non-zero with one line on stderr for a user mistake.')
+def parser():
+    parser = cli.Parser(prog=PROG, description=__doc__.split('\n\n')[0].strip().rstrip('.') + '.')
     parser.add_argument('inputs', nargs='*', metavar='IMAGE_OR_DIR',
-                        help='image files and directories (their image files, sorted); '
-                             "default: matplotlib's sample photo grace_hopper.jpg")
-    parser.add_argument('--weights', default=setting.WEIGHTS_PATH,
-                        help='weights file from python -m caffe_to_npy (default: %(default)s)')
+                        help='image files and directories (their image files, sorted); none: '
+                             "matplotlib's sample photo grace_hopper.jpg")
+    parser.add_argument('--weights', default=setting.WEIGHTS_PATH, metavar='WEIGHTS',
+                        help=cli.with_default('weights file from python -m caffe_to_npy',
+                                              cli.show_path(setting.WEIGHTS_PATH)))
     parser.add_argument('--labels', metavar='FILE',
-                        help='class names, one per line and per output of fc8 (default: those '
-                             'stored in the weights file, else ImageNet\'s %s for 1000 classes)'
-                        % setting.IMAGENET_CLASSES)
-    parser.add_argument('--top-k', type=_positive_int, default=setting.TOP_K,
-                        help='classes printed per image (default: %(default)s)')
+                        help='class names, one per line and per output of fc8; without it, those '
+                             'stored in the weights file, else ImageNet\'s %s for 1000 classes'
+                        % cli.show_path(setting.IMAGENET_CLASSES))
+    parser.add_argument('--top-k', type=_positive_int, default=setting.TOP_K, metavar='K',
+                        help=cli.with_default('classes printed per image', setting.TOP_K))
     parser.add_argument('--save-probs', metavar='OUT.npz',
                         help='write probs (N x classes float32), paths and classes, in input order')
     parser.add_argument('--figure', metavar='OUT.png',
@@ -98,38 +94,40 @@ def parse_args(argv=None):
                         help='accept a legacy pickled .npy weights file: this runs code stored in '
                              'the file, so only for files you trust')
     parser.add_argument('--batch-size', type=_positive_int, default=setting.BATCH_SIZE,
-                        help='images per forward pass (default: %(default)s)')
-    return parser.parse_args(argv)
+                        metavar='N',
+                        help=cli.with_default('images per forward pass', setting.BATCH_SIZE))
+    return parser
+
+
+def parse_args(argv=None):
+    return parser().parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        # The import boundary: TensorFlow loads here, once the flags are parsed, its start-up
-        # chatter filtered (environment.py).
-        environment.load_tensorflow()
-        import alexnet
-        import classify
-        if args.inputs:
-            paths = classify.input_paths(args.inputs)
-        else:
-            paths = [classify.sample_photo()]
-            print("no images given: classifying matplotlib's sample photo %s" % paths[0])
-        weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
-        classes = weights.structure.num_classes
-        names = model_class_names(args.weights, weights, args.labels)
-        print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
-              % (args.weights, classes, len(paths), args.top_k, args.batch_size))
-        with classify.from_weights(weights) as classifier:
-            classify.run(paths, classifier, names, args.top_k, args.batch_size,
-                         probs_out=args.save_probs, figure_out=args.figure)
-    except UserError as error:
-        print('%s: error: %s' % (PROG, error), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print('%s: interrupted' % PROG, file=sys.stderr)
-        return 130
-    return 0
+    return cli.run(PROG, lambda: validate(args))
+
+
+def validate(args):
+    """Classify the images of the parsed flags `args` and print their top-k classes."""
+    # The import boundary: TensorFlow loads here, once the flags are parsed, its start-up
+    # chatter filtered (environment.py).
+    environment.load_tensorflow()
+    import alexnet
+    import classify
+    if args.inputs:
+        paths = classify.input_paths(args.inputs)
+    else:
+        paths = [classify.sample_photo()]
+        print("no images given: classifying matplotlib's sample photo %s" % paths[0])
+    weights = alexnet.read_weights(args.weights, allow_pickle=args.allow_pickle)
+    classes = weights.structure.num_classes
+    names = model_class_names(args.weights, weights, args.labels)
+    print('weights %s (%d classes), %d image(s), top-%d, batch size %d'
+          % (args.weights, classes, len(paths), args.top_k, args.batch_size))
+    with classify.from_weights(weights) as classifier:
+        classify.run(paths, classifier, names, args.top_k, args.batch_size,
+                     probs_out=args.save_probs, figure_out=args.figure)
 
 
 if __name__ == '__main__':

@@ -95,9 +95,7 @@ def read(path, allow_pickle=False):
     """The Weights of a `.npz` (never unpickled) or, only with allow_pickle=True, of a legacy
     pickled `.npy` dict (dict of dicts or dict of [W, b] lists, Python-2 pickles included).
     A file of a network outside the AlexNet family is a WeightsError (require_family)."""
-    if not os.path.isfile(path):
-        raise WeightsError('no weights file %s: convert the Caffe model with `%s`'
-                           % (path, CONVERT_COMMAND % path))
+    require_file(path)
     magic = _magic(path)
     if magic.startswith(_ZIP_MAGIC):
         return _read_npz(path)
@@ -110,6 +108,13 @@ def read(path, allow_pickle=False):
             'to .npz with `python -m caffe_to_npy`, or, if you trust where this file comes from, '
             'pass --allow-pickle' % path)
     return undescribed(_read_pickled(path))
+
+
+def require_file(path):
+    """A WeightsError that names the converter unless `path` is a file."""
+    if not os.path.isfile(path):
+        raise WeightsError('no weights file %s: convert the Caffe model with `%s`'
+                           % (path, CONVERT_COMMAND % path))
 
 
 def _magic(path):

@@ -137,7 +137,8 @@ def loaded_model(settings, cached):
     """training.TrainingGraph for `settings` in a session, weights loaded as a run loads them."""
     classes, counts = records.read_inputs(settings.records_dir)
     model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(len(classes)),
-                                   weights_file.IMAGENET_MEAN_BGR, counts['train'], cached)
+                                   weights_file.IMAGENET_MEAN_BGR,
+                                   records.own_parts(settings.records_dir, counts), cached)
     session = tf1.Session(graph=model.graph)
     alexnet.load_weights(session, training.read_pretrained(settings, len(classes)),
                          skip_layers=settings.skip_layers)
@@ -210,7 +211,7 @@ def full_graph_input(settings, epochs=1):
     """images/s of the full graph's train_op fed by its tf.data pipeline (whole epochs, as
     train_epoch runs them), fed one in-memory batch (same steps), and of the pipeline alone."""
     model, session, train_count = loaded_model(settings, cached=False)
-    get_next = model.iterator_labels.op          # the iterator's (images, labels, paths) op
+    get_next = model.labels.op      # full graph: the iterator's (images, labels, paths) op
     fetches = step_fetches(model)
     session.run(model.train_init, {model.epoch_seed: 0})
     batch = session.run(list(get_next.outputs))
@@ -238,7 +239,7 @@ def full_graph_input(settings, epochs=1):
     count = 0
     while True:
         try:
-            count += len(session.run(model.iterator_labels))
+            count += len(session.run(model.labels))
         except tf.errors.OutOfRangeError:
             break
     alone = count / (time.perf_counter() - start)
@@ -250,9 +251,10 @@ def full_graph_input(settings, epochs=1):
 
 def run_fineturn(work, records_dir, weights, name, epochs, flip, cache):
     run_dir = os.path.join(work, 'runs', name)
+    # a feature store of the run's own: each cached run computes its features, as a first run does
     command = [sys.executable, os.path.join(ROOT, 'fineturn.py'), '--records-dir', records_dir,
                '--weights', weights, '--run-dir', run_dir, '--epochs', str(epochs),
-               '--batch-size', str(BATCH)]
+               '--batch-size', str(BATCH), '--feature-store', run_dir + '-store']
     command += [] if flip else ['--no-flip']
     command += [] if cache else ['--no-cache']
     before = load()

@@ -1,10 +1,10 @@
 """python -m caffe_to_npy DEPLOY.prototxt MODEL.caffemodel OUT.npz [--mean MEAN.binaryproto |
     --mean-values B G R] [--labels FILE] [--legacy-npy] [--verify IMAGE ...]"""
-import argparse
 import os
 import sys
 
 import class_names
+import cli
 import environment
 import weights_file
 from atomicfile import remove_orphans
@@ -19,8 +19,8 @@ from .errors import ConversionError
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
-def _parser():
-    parser = argparse.ArgumentParser(
+def parser():
+    parser = cli.Parser(
         prog='python -m caffe_to_npy',
         description='Convert a Caffe model (deploy .prototxt + .caffemodel, V1 or new format) to '
                     'float32 weights in TensorFlow layouts: conv HWIO, fc (in, out), fc6 rows '
@@ -35,17 +35,19 @@ def _parser():
                     'files. --mean, --mean-values, --labels and --verify are for the family.',
         epilog='example: python -m caffe_to_npy bvlc_alexnet/deploy.prototxt '
                'bvlc_alexnet.caffemodel weights/bvlc_alexnet.npz --verify photo.jpg')
-    parser.add_argument('prototxt', help='the deploy .prototxt (network structure)')
-    parser.add_argument('caffemodel', help='the binary .caffemodel (weights)')
-    parser.add_argument('out', help='output file: .npz, or .npy with --legacy-npy')
+    parser.add_argument('prototxt', metavar='DEPLOY.prototxt',
+                        help='the deploy .prototxt (network structure)')
+    parser.add_argument('caffemodel', metavar='MODEL.caffemodel',
+                        help='the binary .caffemodel (weights)')
+    parser.add_argument('out', metavar='OUT.npz', help='output file: .npz, or .npy with --legacy-npy')
     means = parser.add_mutually_exclusive_group()
     means.add_argument('--mean', metavar='MEAN.binaryproto',
                        help='the mean image the model was trained with (Caffe BlobProto, '
                             '3 x 256 x 256 BGR, e.g. imagenet_mean.binaryproto); subtracted at '
                             'the same 227 window as the crop')
     means.add_argument('--mean-values', nargs=3, type=float, metavar=('B', 'G', 'R'),
-                       help='a per-channel BGR mean (default: ImageNet\'s %s)'
-                       % ' '.join('%g' % value for value in weights_file.IMAGENET_MEAN_BGR))
+                       help=cli.with_default('a per-channel BGR mean; the default is ImageNet\'s',
+                                             cli.show_list(weights_file.IMAGENET_MEAN_BGR)))
     parser.add_argument('--labels', metavar='FILE',
                         help='class names, one per line and per output of the last layer '
                              '(e.g. synset_words.txt, or Places\' categories_places365.txt: '
@@ -82,12 +84,22 @@ def _print_summary(summary):
         summary.path, summary.format, summary.seconds))
 
 
+def parse_args(argv=None):
+    """The parsed flags, --mean-values filled in (ImageNet's unless given or --mean is), and
+    `family_flags`: the flags given that describe or check a model of the AlexNet family."""
+    args = parser().parse_args(argv)
+    args.family_flags = [flag for flag, value in (
+        ('--mean', args.mean), ('--mean-values', args.mean_values), ('--labels', args.labels),
+        ('--verify', args.verify)) if value]
+    if args.mean is None and args.mean_values is None:
+        args.mean_values = list(weights_file.IMAGENET_MEAN_BGR)
+    return args
+
+
 def _require_family(args):
     """The flags that describe or check a model of the AlexNet family are refused, before any
     work, for a network outside it."""
-    given = [flag for flag, value in (('--mean', args.mean), ('--mean-values', args.mean_values),
-                                      ('--labels', args.labels), ('--verify', args.verify))
-             if value]
+    given = args.family_flags
     if given:
         try:
             structure_of(Net(args.prototxt))
@@ -99,7 +111,7 @@ def _require_family(args):
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return _convert(args)
     except UserError as e:  # one line for bad input or a refused write, no traceback
@@ -113,9 +125,7 @@ def main(argv=None):
 
 def _convert(args):
     _require_family(args)
-    # None given: ImageNet's, the mean bvlc_alexnet was trained with
-    mean = read_mean(args.mean) if args.mean else args.mean_values or \
-        weights_file.IMAGENET_MEAN_BGR
+    mean = read_mean(args.mean) if args.mean else args.mean_values
     labels = class_names.read(args.labels) if args.labels else None
     check = None
     if args.verify:

@@ -11,15 +11,17 @@ way, from its layers and arrays (networks outside the AlexNet family, for the co
     python -m caffe_to_npy.synthetic OUT_DIR [--format v1|new] [--num-classes N] [--seed S]
         [--caffenet] [--style input_layer|input_dim|input_shape|v1]
 """
-import argparse
 import dataclasses
 import os
+import sys
 
 import numpy as np
 from google.protobuf import text_format
 
+import cli
 import netspec
 import weights_file
+from errors import UserError
 
 from . import caffe_pb
 
@@ -301,33 +303,47 @@ def write_model(directory, name, specs, dims, weights, fmt='new', style=None):
                                   fmt, name)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+def parser():
+    parser = cli.Parser(
         prog='python -m caffe_to_npy.synthetic',
         description='Write an AlexNet-shaped Caffe model with random weights '
                     '(deploy .prototxt + .caffemodel).')
-    parser.add_argument('out_dir', help='directory to write into (created if missing)')
+    parser.add_argument('out_dir', metavar='OUT_DIR',
+                        help='directory to write into (created if missing)')
     parser.add_argument('--format', choices=('v1', 'new'), default='v1',
-                        help='caffemodel format: v1 like the model zoo file (default), or new')
-    parser.add_argument('--num-classes', type=int, default=1000, help='fc8 outputs (default 1000)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
-    parser.add_argument('--width', type=float, default=1.0,
-                        help='scale of the hidden widths; < 1 for tiny test models (default 1)')
+                        help=cli.with_default('caffemodel format: v1 like the model zoo file, or '
+                                              'new', 'v1'))
+    parser.add_argument('--num-classes', type=int, default=1000, metavar='N',
+                        help=cli.with_default('fc8 outputs', 1000))
+    parser.add_argument('--seed', type=int, default=0, metavar='N',
+                        help=cli.with_default('random seed', 0))
+    parser.add_argument('--width', type=float, default=1.0, metavar='SCALE',
+                        help=cli.with_default('scale of the hidden widths; < 1 for tiny test '
+                                              'models', cli.show_number(1.0)))
     parser.add_argument('--caffenet', action='store_true',
                         help='CaffeNet\'s order (pooling before LRN) and a mean image '
                              '(mean.binaryproto), like bvlc_reference_caffenet and the Places '
                              'AlexNets')
     parser.add_argument('--style', choices=PROTOTXT_STYLES, default='input_layer',
-                        help='prototxt style (default input_layer)')
-    args = parser.parse_args(argv)
-    os.makedirs(args.out_dir, exist_ok=True)
-    base = netspec.CAFFENET if args.caffenet else netspec.BVLC_ALEXNET
-    for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format, args.width,
-                              base=base, style=args.style):
-        print(path)
-    if args.caffenet:
-        print(write_mean(os.path.join(args.out_dir, 'mean.binaryproto'), mean_image(args.seed)))
+                        help=cli.with_default('prototxt style', 'input_layer'))
+    return parser
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+
+    def work():
+        os.makedirs(args.out_dir, exist_ok=True)
+        base = netspec.CAFFENET if args.caffenet else netspec.BVLC_ALEXNET
+        for path in write_alexnet(args.out_dir, args.num_classes, args.seed, args.format,
+                                  args.width, base=base, style=args.style):
+            print(path)
+        if args.caffenet:
+            print(write_mean(os.path.join(args.out_dir, 'mean.binaryproto'),
+                             mean_image(args.seed)))
+    # sizes the network can't have, or a folder it can't write: the user's to fix
+    return cli.run('python -m caffe_to_npy.synthetic', work, (UserError, ValueError, OSError))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

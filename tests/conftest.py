@@ -1,6 +1,10 @@
-"""Shared test setup: quiet TensorFlow, CPU only, repo root importable."""
+"""Shared test setup: quiet TensorFlow, CPU only, repo root importable, a feature store of the
+session's own."""
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
@@ -10,6 +14,17 @@ if ROOT not in sys.path:
 
 
 import pytest  # noqa: E402
+
+import setting  # noqa: E402
+
+# The runs of a test session keep their frozen features in a store of the session's own (the
+# repository's runs/feature_store is the user's): the default --feature-store, set before knobs.py
+# reads it. Runs on the same records and weights share it, as users' runs do; a test that counts
+# what is computed passes a store of its own. Subprocesses pass --feature-store themselves.
+SESSION_STORE = tempfile.mkdtemp(prefix='fineturn-test-store-')
+atexit.register(shutil.rmtree, SESSION_STORE, True)
+USER_STORE = setting.FEATURE_STORE          # what users get, and docs/USAGE.md shows
+setting.FEATURE_STORE = SESSION_STORE
 
 
 def converted_alexnet(directory, mean):

@@ -13,6 +13,7 @@ import rundir
 
 
 def rows(run_dir, n):
+    """Metrics rows of epochs 1 .. n, validated, as training records them."""
     return [rundir.metrics_row(e, 1.0, 0.5, 1.0, 0.1 * e, 1e-4, 1.0, checkpoints.path(run_dir, e))
             for e in range(1, n + 1)]
 
@@ -47,15 +48,21 @@ def test_resume_takes_the_newest_checkpoint_that_restores(tmp_path):
 def test_space_warning_counts_what_is_kept(tmp_path, monkeypatch):
     settings = fineturn.settings_from(fineturn.parse_args(['--run-dir', str(tmp_path)]))
     assert settings.keep_checkpoints == 5 and settings.epochs == 20      # the defaults
+    store = str(tmp_path / 'store')                 # not made yet: its parent's file system
     monkeypatch.setattr(checkpoints, 'free_space', lambda path: 10e9)
-    assert checkpoints.space_warning(str(tmp_path), 20, 5, 0, 200e6, 260e6) is None
+    assert checkpoints.space_warning(str(tmp_path), 20, 5, 0, 200e6, (store, 260e6)) is None
     monkeypatch.setattr(checkpoints, 'free_space', lambda path: 1.1e9)
-    warning = checkpoints.space_warning(str(tmp_path), 20, 5, 0, 200e6, 260e6)
-    # the last 5, the best and the one being written: 7 x 200 MB, and the cache
+    warning = checkpoints.space_warning(str(tmp_path), 20, 5, 0, 200e6, (store, 260e6))
+    # the last 5, the best and the one being written: 7 x 200 MB, and the new store entries
     assert 'about 1.7 GB more' in warning and 'up to 7 checkpoints of 200.0 MB' in warning
-    assert 'a 260.0 MB feature cache' in warning and '1.1 GB is free' in warning
-    assert '--keep-checkpoints N (now 5' in warning
-    assert 'up to 20 checkpoints' in checkpoints.space_warning(str(tmp_path), 20, 0, 0, 200e6, 0)
+    assert '260.0 MB of new features in the feature store %s' % store in warning
+    assert '1.1 GB is free' in warning and '--keep-checkpoints N (now 5' in warning
+    assert 'up to 20 checkpoints' in checkpoints.space_warning(str(tmp_path), 20, 0, 0, 200e6)
+    # a store on another file system is counted there, and named with its own fix
+    monkeypatch.setattr(checkpoints, 'same_file_system', lambda path, other: False)
+    warning = checkpoints.space_warning(str(tmp_path), 2, 5, 0, 200e6, (store, 1.2e9))
+    assert warning.startswith('the feature store %s may need about 1.2 GB more' % store)
+    assert 'pass another --feature-store' in warning and 'checkpoints' not in warning
 
 
 def test_find_takes_a_prefix_a_file_or_a_run_dir(tmp_path):
@@ -122,4 +129,29 @@ def test_best_epoch_has_the_highest_validation_accuracy(tmp_path, val_accuracy_l
     with open(os.path.join(run_dir, checkpoints.BEST_FILE)) as f:
         accuracy, loss = val_accuracy_loss[best - 1]
         assert json.load(f) == {'epoch': best, 'val_accuracy': float(accuracy),
-                                'val_loss': float(loss), 'checkpoint': 'model.ckpt-%d' % best}
+                                'val_loss': float(loss), 'checkpoint': 'model.ckpt-%d' % best,
+                                'selection': 'the best validation accuracy'}
+
+
+def test_without_validation_the_last_epoch_is_tested(tmp_path):
+    """A protocol's VAL = 0: the rows have empty validation columns, and the last epoch is the
+    one tested (best.json says so), however the training accuracy went."""
+    run_dir = str(tmp_path)
+    written = [rundir.metrics_row(epoch, 1.0, accuracy, None, None, 1e-4, 1.0,
+                                  checkpoints.path(run_dir, epoch))
+               for epoch, accuracy in ((1, 0.9), (2, 0.95), (3, 0.5))]
+    rundir.write_metrics(run_dir, written)
+    read = rundir.completed_epochs(run_dir)
+    assert read[0]['val_accuracy'] == read[0]['val_loss'] == ''
+    assert not checkpoints.validated(read) and checkpoints.validated(rows(run_dir, 3))
+    assert checkpoints.best_epoch(read)['epoch'] == '3'
+    checkpoints.write_best(run_dir, read)
+    with open(os.path.join(run_dir, checkpoints.BEST_FILE)) as f:
+        assert json.load(f) == {'epoch': 3, 'val_accuracy': None, 'val_loss': None,
+                                'checkpoint': 'model.ckpt-3',
+                                'selection': 'the last epoch (no validation part)'}
+    for epoch in (1, 2, 3):
+        for suffix in checkpoints.SUFFIXES:
+            open(checkpoints.path(run_dir, epoch) + suffix, 'w').close()
+    checkpoints.prune(run_dir, read, keep=1)             # the last is also the "best": kept
+    assert [checkpoints.exists(run_dir, epoch) for epoch in (1, 2, 3)] == [False, False, True]

@@ -328,6 +328,10 @@ def flip_variants_of(flipped, paths, plain):
     return found
 
 
+def train_positions(out):
+    return records.split_positions(out, 'train')
+
+
 def plain_images(out):
     return {p.numpy(): i.numpy() for i, _, p in records.make_dataset(out, 'train', MEAN)}
 
@@ -342,7 +346,7 @@ def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
     with graph.as_default():
         seed = tf1.placeholder(tf.int64, [])
         iterator = tf1.data.make_initializable_iterator(
-            records.training_dataset(out, count, seed, True, MEAN))
+            records.training_dataset(out, train_positions(out), seed, True, MEAN))
         element = iterator.get_next()
         per_epoch = []
         with tf1.Session() as session:
@@ -353,23 +357,25 @@ def test_training_flips_are_reproducible_per_epoch_in_graph_and_eager(quirky):
                 per_epoch.append((paths, flip_variants_of([i for i, _, _ in drawn], paths, plain)))
     assert per_epoch[0] == per_epoch[2] != per_epoch[1]
     assert sorted(per_epoch[0][0]) == sorted(plain)           # every image once
-    eager = list(records.training_dataset(out, count, tf.constant(11, tf.int64), True, MEAN))
+    eager = list(records.training_dataset(out, train_positions(out), tf.constant(11, tf.int64),
+                                          True, MEAN))
     paths = [p.numpy() for _, _, p in eager]
     assert (paths, flip_variants_of([i.numpy() for i, _, _ in eager], paths, plain)) \
         == per_epoch[1]
     assert set(per_epoch[0][1] + per_epoch[1][1]) == set(range(records.FLIP_VARIANTS))
-    unflipped = list(records.training_dataset(out, count, tf.constant(11, tf.int64), False, MEAN))
+    unflipped = list(records.training_dataset(out, train_positions(out), tf.constant(11, tf.int64),
+                                              False, MEAN))
     assert [p.numpy() for _, _, p in unflipped] == paths       # the order ignores the flips
     assert all(np.array_equal(i.numpy(), plain[p.numpy()]) for i, _, p in unflipped)
 
 
 def test_cache_order_draws_what_the_full_graph_draws(quirky):
-    """training_order (the feature cache's) gives training_dataset's images and flip variants."""
+    """training_order (the cached head's) gives training_dataset's images and flip variants."""
     _, _, _, out, _ = quirky
     plain = plain_images(out)
     split_paths = list(plain)                      # split.csv's order: record index -> path
     seed = tf.constant(7, tf.int64)
-    full = list(records.training_dataset(out, len(plain), seed, True, MEAN))
+    full = list(records.training_dataset(out, train_positions(out), seed, True, MEAN))
     paths = [p.numpy() for _, _, p in full]
     variants = flip_variants_of([i.numpy() for i, _, _ in full], paths, plain)
     (positions, drawn), indices = next(iter(records.training_order(len(plain), seed, flip=True)))
@@ -497,7 +503,7 @@ def _bad_inputs(tmp):
         'ratio not positive': (['--image-dir', str(good), '--output-dir', out, '--ratios', '1.0',
                                 '0', '0'], out, 'positive'),
         'two ratios': (['--image-dir', str(good), '--output-dir', out, '--ratios', '0.9', '0.1'],
-                       out, '3 numbers'),
+                       out, 'expected 3 arguments'),
         'too small class': (['--image-dir', str(small), '--output-dir', out], out,
                             sd.class_names(2)[-1]),
         'strict': ([], None, None),
@@ -528,7 +534,7 @@ def test_cli_help_names_every_flag():
     for flag in ('--image-dir', '--output-dir', '--ratios', '--seed', '--workers', '--overwrite',
                  '--strict'):
         assert flag in result.stdout
-    assert '--data-dir is an alias' in ' '.join(result.stdout.split())
+    assert '--data-dir: an alias' in ' '.join(result.stdout.split())
 
 
 def test_data_dir_is_an_alias_of_image_dir():

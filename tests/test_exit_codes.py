@@ -14,6 +14,7 @@ import convert_tfrecord
 import dataset_folder
 import environment
 import fineturn
+import synthetic_dataset
 import validate_alexnet_on_imagenet as validate
 from caffe_to_npy import __main__ as caffe_to_npy_main
 from caffe_to_npy import synthetic
@@ -42,8 +43,19 @@ def _validate(tmp_path):
         str(tmp_path / 'photo.jpg'), '--weights', str(tmp_path / 'w.npz')]
 
 
+def _synthetic_dataset(tmp_path):
+    return synthetic_dataset.main, 'synthetic_dataset.py', (
+        synthetic_dataset, 'make_dataset_folder'), [str(tmp_path / 'images')]
+
+
+def _synthetic_caffe(tmp_path):
+    return synthetic.main, 'python -m caffe_to_npy.synthetic', (synthetic, 'write_alexnet'), [
+        str(tmp_path / 'caffe')]
+
+
 COMMANDS = {'caffe_to_npy': _caffe_to_npy, 'convert_tfrecord': _convert_tfrecord,
-            'fineturn': _fineturn, 'validate': _validate}
+            'fineturn': _fineturn, 'validate': _validate, 'synthetic_dataset': _synthetic_dataset,
+            'caffe_to_npy.synthetic': _synthetic_caffe}
 
 
 def _raising(error):

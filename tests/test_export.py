@@ -26,7 +26,7 @@ import rundir
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # On other sizes than 256x256 the export resizes with TF's bilinear, --predict with OpenCV's:
 # the network's inputs differ by < 1 pixel level, the probabilities of the tempered model by
-# about 2e-3 at most (benchmarks/export_agreement.py; README, "Export a SavedModel").
+# about 2e-3 at most (benchmarks/export_agreement.py; docs/BENCHMARKS.md).
 RESIZE_TOLERANCE = 5e-3
 
 # A client with nothing but TensorFlow: loads the export, runs both signatures on the files named

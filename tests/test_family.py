@@ -507,8 +507,9 @@ def test_flips_come_after_the_mean_image(tiny_records):
     plain = {p.numpy(): i.numpy() for i, _, p in records.make_dataset(tiny_records, 'train', mean)}
     count = len(plain)
     seen = 0
-    for image, _, path in records.training_dataset(tiny_records, count, tf.constant(4, tf.int64),
-                                                   True, mean):
+    for image, _, path in records.training_dataset(
+            tiny_records, records.split_positions(tiny_records, 'train'),
+            tf.constant(4, tf.int64), True, mean):
         base = plain[path.numpy()]
         flips = [base, base[:, ::-1], base[::-1], base[::-1, ::-1]]
         assert any(np.array_equal(image.numpy(), f) for f in flips)
@@ -517,13 +518,14 @@ def test_flips_come_after_the_mean_image(tiny_records):
 
 
 def test_each_cached_flip_variant_comes_after_the_mean_image(tiny_records):
-    """The feature cache's flip variants (variants_dataset) of each image are the flips of the
+    """The feature store's flip variants (variants_dataset) of each image are the flips of the
     full graph's image (make_dataset), with a mean image: flip(crop - mean), never
     crop - flip(mean)."""
     mean = synthetic.mean_image(seed=9)
     plain = list(records.make_dataset(tiny_records, 'validation', mean))
-    variants = list(records.variants_dataset(tiny_records, 'validation', records.FLIP_VARIANTS,
-                                             mean))
+    variants = list(records.variants_dataset(records.part_records(
+        tiny_records, records.split_positions(tiny_records, 'validation')),
+        records.FLIP_VARIANTS, mean))
     assert len(variants) == records.FLIP_VARIANTS * len(plain) == 40
     for n, (image, label, path) in enumerate(variants):
         base, base_label, base_path = (t.numpy() for t in plain[n // records.FLIP_VARIANTS])

@@ -26,7 +26,7 @@ import atomicfile
 import checkpoints
 import classify
 import convert_tfrecord
-import feature_cache
+import feature_store
 import fineturn
 import images
 import outputdir
@@ -172,11 +172,20 @@ def assert_same_run(run_dir, reference):
 
 # --- fineturn.py ---------------------------------------------------------------------------------
 
-def fineturn_args(data, weights, run_dir, epochs=2):
-    """Deterministic (no dropout, no flips), so a resumed run equals an undisturbed one."""
+def fineturn_args(data, weights, run_dir, epochs=2, store=None):
+    """Deterministic (no dropout, no flips), so a resumed run equals an undisturbed one; the
+    frozen features in the feature store `store` (the session's if None)."""
     return [str(a) for a in ('--records-dir', data, '--weights', weights, '--run-dir', run_dir,
                              '--epochs', epochs, '--batch-size', 16, '--seed', 3,
-                             '--keep-prob', 1, '--no-flip')]
+                             '--keep-prob', 1, '--no-flip')
+            + (('--feature-store', store) if store else ())]
+
+
+def store_entries(store):
+    """The feature store entries under `store`, sorted."""
+    return sorted(os.path.join(folder, name) for folder, _, names in os.walk(store)
+                  for name in names if name.endswith(feature_store.SUFFIX)
+                  and not atomicfile.temporary_writer(name)[0])
 
 
 def run_fineturn(args, capfd):
@@ -189,8 +198,11 @@ def run_fineturn(args, capfd):
 
 @pytest.fixture(scope='module')
 def undisturbed(tiny_records, alexnet_npz, tmp_path_factory):
+    """The run dir of an undisturbed run, its features in a store of its own (next to it, as
+    run_dir + '-store')."""
     run_dir = str(tmp_path_factory.mktemp('undisturbed'))
-    assert fineturn.main(fineturn_args(tiny_records, alexnet_npz, run_dir)) == 0
+    assert fineturn.main(fineturn_args(tiny_records, alexnet_npz, run_dir,
+                                       store=run_dir + '-store')) == 0
     return run_dir
 
 
@@ -223,25 +235,29 @@ def failing_save(epoch_to_fail):
 
 def test_full_disk_at_each_write_of_a_run(undisturbed, tiny_records, alexnet_npz, tmp_path,
                                           capfd, monkeypatch):
-    """The disk fills at the feature cache, at a checkpoint, at metrics.csv and at the test
+    """The disk fills at a feature store entry, at a checkpoint, at metrics.csv and at the test
     report in turn: each time one line, nothing partial, the completed epochs kept; the rerun
     after the last fault resumes and ends like the undisturbed run."""
-    run_dir = str(tmp_path / 'run')
-    args = fineturn_args(tiny_records, alexnet_npz, run_dir)
-    faults = [   # (what fails, where to patch, with what, completed epochs afterwards)
-        ('the feature cache', feature_cache, 'open', FullDisk('train-'), 0),
-        ('the checkpoint of epoch 2', tf.compat.v1.train.Saver, 'save', failing_save(2), 1),
-        ('the metrics', atomicfile, 'open', FullDisk('metrics', room=10), 1),
-        ('the test report', atomicfile, 'open', FullDisk('test_report', room=10), 2),
+    run_dir, store = str(tmp_path / 'run'), str(tmp_path / 'store')
+    args = fineturn_args(tiny_records, alexnet_npz, run_dir, store=store)
+    faults = [   # (what fails, where, where to patch, with what, completed epochs afterwards)
+        ('a feature store entry', store, feature_store, 'open', FullDisk(feature_store.SUFFIX,
+                                                                         room=100), 0),
+        ('the checkpoint of epoch 2', run_dir, tf.compat.v1.train.Saver, 'save',
+         failing_save(2), 1),
+        ('the metrics', run_dir, atomicfile, 'open', FullDisk('metrics', room=10), 1),
+        ('the test report', run_dir, atomicfile, 'open', FullDisk('test_report', room=10), 2),
     ]
-    for what, owner, name, fault, completed in faults:
+    for what, where, owner, name, fault, completed in faults:
         with monkeypatch.context() as patch:
             patch.setattr(owner, name, fault, raising=False)
             code, out, err = run_fineturn(args, capfd)
         line = one_line_error(err, 'fineturn.py')
         assert code == 1
-        assert 'cannot write %s %s' % (what, run_dir) in line and 'no space left' in line, line
-        assert temporary_files(run_dir) == [], what
+        assert 'cannot write %s %s' % (what, where) in line and 'no space left' in line, line
+        assert temporary_files(run_dir) == temporary_files(store) == [], what
+        if what.startswith('a feature store'):
+            assert store_entries(store) == []         # the first entry's write failed
         done = rundir.completed_epochs(run_dir)
         assert [int(row['epoch']) for row in done] == list(range(1, completed + 1)), what
         for epoch in range(1, completed + 1):
@@ -257,20 +273,20 @@ def test_full_disk_at_each_write_of_a_run(undisturbed, tiny_records, alexnet_npz
 
 def test_damaged_checkpoint_and_cache_are_found_and_redone(
         undisturbed, tiny_records, alexnet_npz, tiny_test_images, tmp_path, capfd):
-    """The newest checkpoint is cut short and a cache file has a flipped byte: --evaluate,
-    --predict and --export of the checkpoint say it is damaged; the resume says so in one line
-    each, restores the epoch
-    before, computes the cache again and trains the last epoch again. (A missing .index, a
-    truncated or foreign cache file: the resume and cache tests below.)"""
-    cache = os.path.join(rundir.CACHE_DIR, next(
-        n for n in os.listdir(os.path.join(undisturbed, rundir.CACHE_DIR))
-        if n.startswith('train-')))
+    """The newest checkpoint is cut short and a feature store entry has a flipped byte:
+    --evaluate, --predict and --export of the checkpoint say it is damaged; the resume says so
+    in one line each, restores the epoch before, computes that entry again and trains the last
+    epoch again. (A missing .index: the resume tests; truncated, torn or foreign entries:
+    tests/test_feature_store.py.)"""
+    original = undisturbed + '-store'
+    entry = os.path.relpath(store_entries(original)[7], original)
+    store = linked_copy(original, tmp_path / 'store', damaged=(entry,))
+    flip_byte(os.path.join(store, entry), feature_store.HEADER_SIZE + 1000)
     data = 'model.ckpt-2.data-00000-of-00001'
-    run_dir = linked_copy(undisturbed, tmp_path / 'run', damaged=(cache, data))
+    run_dir = linked_copy(undisturbed, tmp_path / 'run', damaged=(data,))
     os.truncate(os.path.join(run_dir, data), os.path.getsize(os.path.join(run_dir, data)) // 2)
-    flip_byte(os.path.join(run_dir, cache), feature_cache.HEADER_SIZE + 1000)
-    code, _, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir) + [
-        '--evaluate', checkpoints.path(run_dir, 2)], capfd)
+    args = fineturn_args(tiny_records, alexnet_npz, run_dir, store=store)
+    code, _, err = run_fineturn(args + ['--evaluate', checkpoints.path(run_dir, 2)], capfd)
     line = one_line_error(err, 'fineturn.py')
     assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
     export_dir = str(tmp_path / 'export')
@@ -281,57 +297,65 @@ def test_damaged_checkpoint_and_cache_are_found_and_redone(
         assert code == 1 and 'model.ckpt-2 is damaged (Read less bytes than requested)' in line
     assert not os.path.exists(export_dir) and temporary_files(str(tmp_path)) == []
 
-    code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
+    code, out, err = run_fineturn(args, capfd)
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith('warning: ')]
     assert len(warnings) == 2, err
     assert 'model.ckpt-2 of epoch 2 does not restore (Read less bytes than requested)' in \
         warnings[0]
-    assert 'feature cache %s is damaged (checksum mismatch' % os.path.join(run_dir, cache) in \
-        warnings[1] and warnings[1].endswith(': recomputing')
+    assert 'feature store entry %s is damaged (checksum mismatch' % os.path.join(store, entry) in \
+        warnings[1] and warnings[1].endswith(': computing it again')
     assert 'resuming %s after epoch 1' % run_dir in out
+    key_folder = os.path.join(store, entry.split(os.sep)[0])
+    assert 'features of 100 images: 99 reused from %s, 1 computed (1 damaged entries ' \
+        'recomputed)' % key_folder in out
     assert_same_run(run_dir, undisturbed)
 
 
-# A process killed while it writes a feature cache (numpy only: no TensorFlow to wait for).
-CACHE_WRITER_KILLED = r'''
+# A process killed half way through writing a feature store entry (numpy only: no TensorFlow).
+STORE_WRITER_KILLED = r'''
 import os, signal, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-import feature_cache
+import feature_store
 
-def batches():
-    yield np.ones((2, 1, 1000), np.float32), np.arange(2), np.array(['a', 'b'])
+def killed(f, head, payload):
+    f.write(head)
+    f.write(payload.tobytes()[:payload.nbytes // 2])
+    f.flush()
     os.kill(os.getpid(), signal.SIGKILL)
-feature_cache.write(sys.argv[2], 'test', 'key', (4, 1, 1000), batches(), ram_gb=1)
+feature_store._write_entry = killed
+key = feature_store.FeatureKey('weights', (104.0, 117.0, 123.0), {}, 'pool5', (0,), (1000,))
+feature_store.FeatureStore(sys.argv[2], key).fill(
+    ['ab' * 16], lambda positions: iter([np.ones((1, 1, 1000), np.float32)]))
 '''
 
 
 def test_kill_9_mid_write_then_rerun(undisturbed, tiny_records, alexnet_npz, tmp_path, capfd,
                                      monkeypatch):
-    """SIGKILL while a feature cache is written, then while a checkpoint is written: each next
-    run removes what the dead process left (and says how much), and the last one ends like the
-    undisturbed run. It also warns that the disk looks too small, and goes on."""
-    run_dir = str(tmp_path / 'run')
-    cache_dir = os.path.join(run_dir, rundir.CACHE_DIR)
-    os.makedirs(cache_dir)
-    killed = subprocess.run([sys.executable, '-c', CACHE_WRITER_KILLED, ROOT, cache_dir])
+    """SIGKILL while a feature store entry is written, then while a checkpoint is written: each
+    next run removes what the dead process left (and says how much), and the last one ends like
+    the undisturbed run. It also warns that the disk looks too small, and goes on."""
+    run_dir, store = str(tmp_path / 'run'), str(tmp_path / 'store')
+    killed = subprocess.run([sys.executable, '-c', STORE_WRITER_KILLED, ROOT, store])
     assert killed.returncode == -signal.SIGKILL
-    left = temporary_files(run_dir)
-    assert len(left) == 1 and os.path.getsize(left[0]) == feature_cache.HEADER_SIZE + 8000
+    left = temporary_files(store)
+    assert len(left) == 1 and os.path.getsize(left[0]) == feature_store.HEADER_SIZE + 2000
+    assert store_entries(store) == []                  # nothing torn under an entry's name
 
     command = [os.path.join(ROOT, 'fineturn.py')] + fineturn_args(tiny_records, alexnet_npz,
-                                                                 run_dir)
-    assert os.path.getsize(left[0]) > feature_cache.HEADER_SIZE     # features were written
-
+                                                                 run_dir, store=store)
     out = killed_mid_write(tmp_path, 'tensorflow', 'compat.v1.train.Saver.save', 1,
                            os.path.join(run_dir, '*.tempstate*'), command)
-    assert 'removed 1 temporary file(s) that interrupted writes left in %s' % run_dir in out
+    assert 'removed 1 temporary file(s) that interrupted writes left in %s' \
+        % os.path.dirname(left[0]) in out
+    assert temporary_files(store) == [] and len(store_entries(store)) == 100
     assert [os.path.basename(p).split('.tempstate')[0] for p in temporary_files(run_dir)] == \
         ['model.ckpt-1.data-00000-of-00001']
 
     monkeypatch.setattr(checkpoints, 'free_space', lambda path: 100e6)
-    code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir), capfd)
+    code, out, err = run_fineturn(fineturn_args(tiny_records, alexnet_npz, run_dir, store=store),
+                                  capfd)
     assert code == 0, err
     assert 'removed 1 temporary file(s) that interrupted writes left in %s: ' % run_dir in out
     warning = [line for line in err.splitlines() if line.startswith('warning: ')]
@@ -370,15 +394,15 @@ def test_a_damaged_record_is_named_with_the_fix(tiny_records, alexnet_npz, tmp_p
     shutil.copytree(tiny_records, data)
     damaged = records.record_files(data, 'validation')[0]
     flip_byte(damaged, os.path.getsize(damaged) // 2)
-    run_dir = str(tmp_path / 'run')
-    code, _, err = run_fineturn(fineturn_args(data, alexnet_npz, run_dir), capfd)
+    run_dir, store = str(tmp_path / 'run'), str(tmp_path / 'store')
+    code, _, err = run_fineturn(fineturn_args(data, alexnet_npz, run_dir, store=store), capfd)
     line = one_line_error(err, 'fineturn.py')
     assert code == 1
     assert '%s is damaged: record' % damaged in line and 'fails its CRC check' in line
     assert line.endswith(records.RECONVERT_COMMAND % data)
     assert temporary_files(run_dir) == []
-    cache = os.listdir(os.path.join(run_dir, rundir.CACHE_DIR))      # the train split's, whole
-    assert len(cache) == 1 and cache[0].startswith('train-')
+    # found while the records are indexed, before any image's features are computed
+    assert not os.path.exists(store)
 
 
 def test_a_record_that_does_not_parse_is_named(tmp_path):

@@ -156,9 +156,8 @@ def test_cache_and_full_graph_comparable_with_flips_and_dropout(trained, tiny_re
     run_dir = tmp_path / 'full'
     code, out = run(base_args(tiny_records, alexnet_npz, run_dir, 3, '--no-cache'), capsys)
     assert code == 0, out.err
-    def outputs(folder):   # all but the TensorBoard file's unique name, cache and evaluations
-        return sorted(n for n in os.listdir(folder) if not n.startswith(('events.', 'evaluate-'))
-                      and n != 'feature_cache')
+    def outputs(folder):   # all but the TensorBoard file's unique name and evaluations
+        return sorted(n for n in os.listdir(folder) if not n.startswith(('events.', 'evaluate-')))
     assert outputs(run_dir) == outputs(trained)
     full = read_csv(run_dir / 'metrics.csv')
     cached = read_csv(os.path.join(trained, 'metrics.csv'))
@@ -194,6 +193,18 @@ def test_shuffle_order_is_the_same_for_records_and_bare_indices():
     assert not np.array_equal(idx_a, idx_c)     # another epoch, another order
 
 
+@pytest.mark.parametrize('flags, on, says', [
+    ([], True, 'pool5 (the input of fc6)'),
+    (['--train-layers', 'conv5,fc6,fc7,fc8'], True, 'conv4 (the input of conv5)'),
+    (['--train-layers', 'fc8', '--skip-layers', 'fc8'], True, 'fc7 (the input of fc8)'),
+    (['--train-layers', 'conv1,fc8'], False, 'conv1 is trained'),
+    (['--no-cache'], False, '--no-cache'),
+])
+def test_cache_decision_follows_the_lowest_trained_layer(flags, on, says):
+    used, why = training.cache_decision(fineturn.settings_from(fineturn.parse_args(flags)))
+    assert used is on and says in why
+
+
 @pytest.mark.parametrize('cached', [False, True])
 def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_path, cached):
     """Every dataset the shared iterator is initialised from has tf.data autotuning off (with it
@@ -202,9 +213,10 @@ def test_iterator_pipelines_run_without_autotune(tiny_records, alexnet_npz, tmp_
     settings = fineturn.settings_from(fineturn.parse_args(
         [str(a) for a in base_args(tiny_records, alexnet_npz, tmp_path)]))
     model = training.TrainingGraph(settings, netspec.BVLC_ALEXNET.with_classes(5),
-                                   weights_file.IMAGENET_MEAN_BGR, 20, cached)
+                                   weights_file.IMAGENET_MEAN_BGR,
+                                   records.own_parts(tiny_records), cached)
     makers = [op for op in model.graph.get_operations() if op.type == 'MakeIterator']
-    assert len(makers) == (7 if cached else 3)     # train, validation, test (+ 3 extraction, order)
+    assert len(makers) == (2 if cached else 3)     # train, validation, test; or extraction, order
     for op in makers:
         dataset = op.inputs[0].op
         while dataset.type != 'OptionsDataset':

@@ -19,7 +19,7 @@ def test_every_flag_has_help_and_its_default_once_in_the_flags_syntax():
     text = help_text()
     for knob in knobs.RUN + knobs.OPTIONS:
         assert knob.help.split()[0] in text, knob.name
-    assert '(default: fc6,fc7,fc8)' in text and '(default: fc8)' in text
+    assert '(default: fc6,fc7,fc8)' in text and '(default: fc8; none with --init-from)' in text
     assert '(default: 0.0001)' in text and '(default: none)' in text      # --lr-mult
     assert '(default: --flip)' in text and '(default: --cache)' in text
     assert '(default: 20; 6 with --demo)' in text
@@ -63,6 +63,34 @@ def test_a_modes_option_without_its_mode_is_refused(capsys):
     assert '--demo-dir works only with --demo' in capsys.readouterr().err
     assert fineturn.parse_args(['--predict', 'x.jpg', '--top-k', '3']).top_k == 3
     assert fineturn.parse_args(['--evaluate', 'ckpt', '--ten-crop']).mode == 'evaluate'
+
+
+@pytest.mark.parametrize('flags, message', [
+    (['--predict', 'x.jpg', '--weights', 'w.npz'], '--weights does nothing with --predict'),
+    (['--export', 'out', '--epochs', '3'], '--epochs does nothing with --export'),
+    (['--evaluate', 'ckpt', '--run-dir', 'r'], '--run-dir does nothing with --evaluate'),
+    (['--evaluate', 'ckpt', '--allow-pickle'], '--allow-pickle does nothing with --evaluate'),
+    (['--demo', '--records-dir', 'd'], '--records-dir does nothing with --demo'),
+    (['--demo', '--init-from', 'r'], '--init-from does nothing with --demo'),
+    (['--predict', 'x.jpg', '--run-dir', 'r', '--checkpoint', 'c'],
+     '--run-dir does nothing with --checkpoint'),
+    (['--predict', 'x.jpg', '--top-k', '0'], '--top-k must be at least 1, got 0'),
+])
+def test_a_flag_that_would_do_nothing_is_refused_in_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit:
+        fineturn.parse_args(flags)
+    err = capsys.readouterr().err
+    assert exit.value.code == 2 and err.startswith('fineturn.py: error: ' + message)
+    assert len(err.strip().splitlines()) == 1 and err.strip().endswith('(see --help)')
+
+
+def test_each_mode_takes_the_training_flags_it_uses():
+    assert fineturn.parse_args(['--demo', '--epochs', '2', '--no-cache', '--lr-mult',
+                                'fc8=10']).epochs == 2
+    assert fineturn.parse_args(['--evaluate', 'c', '--records-dir', 'd']).records_dir == 'd'
+    assert fineturn.parse_args(['--predict', 'x', '--run-dir', 'r']).run_dir == 'r'
+    assert fineturn.parse_args(['--export', 'o', '--checkpoint', 'c']).checkpoint == 'c'
+    assert fineturn.parse_args(['--predict', 'x']).top_k == setting.TOP_K
 
 
 @pytest.mark.parametrize('flags, message', [
@@ -123,8 +151,9 @@ def test_a_new_knob_is_one_declaration(tmp_path):
 
 def test_the_recipe_keys_are_the_ones_that_change_an_epoch():
     recipe = [knob.name for knob in knobs.RUN if knob.recipe]
-    assert recipe == ['batch_size', 'learning_rate', 'lr_decay', 'weight_decay', 'lr_mult',
-                      'keep_prob', 'train_layers', 'skip_layers', 'flip', 'seed']
+    assert recipe == ['init_from', 'batch_size', 'learning_rate', 'lr_decay', 'weight_decay',
+                      'lr_mult', 'keep_prob', 'train_layers', 'skip_layers', 'flip', 'seed',
+                      'classifier', 'svm_layer', 'svm_c']
     settings = fineturn.settings_from(fineturn.parse_args([]))
     saved = settings.saved()
     assert 'allow_pickle' not in saved
@@ -132,3 +161,7 @@ def test_the_recipe_keys_are_the_ones_that_change_an_epoch():
     assert settings.recipe_changes(dict(saved, seed=1, flip=False)) == ['flip', 'seed']
     del saved['lr_mult']                      # runs from before --lr-mult had none
     assert settings.recipe_changes(saved) == []
+    for name in ('classifier', 'svm_layer', 'svm_c'):   # nor these: they fine-tuned
+        del saved[name]
+    assert settings.recipe_changes(saved) == []
+    assert settings.recipe()['classifier'] == 'finetune' and 'epochs' not in settings.recipe()

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix, recall_score
 
 import protocol
+import protocol_table
 import report
 from fault_injection import temporary_files
 from protocol import Identity, ProtocolError, SplitResult
@@ -49,9 +50,9 @@ def make_splits(root, count=4, seed=0, missing=()):
 
 def test_the_aggregate_equals_numpy_over_the_split_reports(tmp_path):
     results, truth = make_splits(tmp_path)
-    figures, line = protocol.write(str(tmp_path), identity(), results,
+    figures, line = protocol_table.write(str(tmp_path), identity(), results,
                                    'python fineturn.py --splits 4', 420.0)
-    with open(tmp_path / protocol.JSON_FILE, encoding='utf-8') as f:
+    with open(tmp_path / protocol_table.JSON_FILE, encoding='utf-8') as f:
         assert json.load(f) == json.loads(json.dumps(figures))
     accuracy = [np.mean(labels == predicted) for labels, predicted in truth]
     kappa = [cohen_kappa_score(labels, predicted) for labels, predicted in truth]
@@ -73,14 +74,14 @@ def test_the_aggregate_equals_numpy_over_the_split_reports(tmp_path):
     shown = '%.2f ± %.2f %%' % (100 * np.mean(accuracy), 100 * np.std(accuracy, ddof=1))
     assert line == 'OA %s over 4 splits (70/10/20, fc6-fc8 fine-tuned)  %s' % (
         shown, os.path.join(str(tmp_path), 'protocol.md'))
-    table = (tmp_path / protocol.TABLE_FILE).read_text(encoding='utf-8')
+    table = (tmp_path / protocol_table.TABLE_FILE).read_text(encoding='utf-8')
     assert 'OA **%s** over 4 split(s)' % shown in table
     assert 'sample standard deviation over the splits (ddof = 1)' in table
     assert '- command: `python fineturn.py --splits 4`' in table
     assert '| split-02 | 42002 | 140 | 20 | 60 | 12 | 0.8200 | %.2f %% |' % (100 * accuracy[1]) \
         in table
     assert 'each split tested its epoch of best validation accuracy' in table
-    assert (tmp_path / protocol.FIGURE_FILE).read_bytes()[:4] == b'\x89PNG'
+    assert (tmp_path / protocol_table.FIGURE_FILE).read_bytes()[:4] == b'\x89PNG'
     assert temporary_files(str(tmp_path)) == []
 
 
@@ -102,19 +103,19 @@ def test_unfinished_splits_are_named_and_nothing_is_written(tmp_path):
                                             r'5 split\(s\) have no test report: run them \(the '
                                             r'same command without --split runs what is '
                                             r'missing\)$'):
-        protocol.write(str(tmp_path), identity(), results, 'cmd', 1.0)
+        protocol_table.write(str(tmp_path), identity(), results, 'cmd', 1.0)
     assert not any(name.startswith('protocol') for name in os.listdir(tmp_path))
 
 
 def test_no_validation_part_and_one_split(tmp_path):
     results, truth = make_splits(tmp_path, count=1)
     results[0].val_accuracy = None
-    figures, line = protocol.write(str(tmp_path), identity(ratios=(0.8, 0, 0.2)), results,
+    figures, line = protocol_table.write(str(tmp_path), identity(ratios=(0.8, 0, 0.2)), results,
                                    'cmd', 9.0)
     assert figures['oa']['std'] is None and figures['kappa']['std'] is None
     oa = 100 * np.mean(truth[0][0] == truth[0][1])
     assert line.startswith('OA %.2f %% over 1 split (80/0/20, fc6-fc8 fine-tuned)  ' % oa)
-    table = (tmp_path / protocol.TABLE_FILE).read_text(encoding='utf-8')
+    table = (tmp_path / protocol_table.TABLE_FILE).read_text(encoding='utf-8')
     assert 'each split tested its last epoch (no validation selection)' in table
     assert '| 11 | — |' in table
 
@@ -124,7 +125,7 @@ def test_svm_method_in_words(tmp_path):
     for result in results:
         result.best_epoch = result.val_accuracy = None
     recipe = {'classifier': 'svm', 'svm_layer': 'fc7', 'svm_c': 1.0, 'weights': 'abc123'}
-    _, line = protocol.write(str(tmp_path), identity(recipe=recipe, ratios=(0.8, 0, 0.2)),
+    _, line = protocol_table.write(str(tmp_path), identity(recipe=recipe, ratios=(0.8, 0, 0.2)),
                              results, 'cmd', 5.0)
     assert '(80/0/20, fc7 + linear SVM (C=1))' in line
     assert 'no epochs, no validation selection' in (tmp_path / 'protocol.md').read_text('utf-8')
@@ -137,7 +138,7 @@ def test_a_damaged_report_is_one_line(tmp_path):
         f.write('{"classes": ["a"], "confusion')
     with pytest.raises(report.ReportError, match=r'^%s is damaged \(.*\): rerun the command '
                                                  r'that made it' % path):
-        protocol.write(str(tmp_path), identity(), results, 'cmd', 1.0)
+        protocol_table.write(str(tmp_path), identity(), results, 'cmd', 1.0)
     assert report.read_report(str(tmp_path)) is None
 
 

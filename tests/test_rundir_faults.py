@@ -1,29 +1,29 @@
 """The fault handling of the output folders and files, without TensorFlow: the messages of
 refused writes, the folder lock, the leftovers of killed writers, whole-folder writes and the
-checked feature cache. rundir, feature_cache, outputdir and atomicfile load no TensorFlow, and
+per-run cache of earlier versions. rundir, outputdir and atomicfile load no TensorFlow, and
 neither does this file. (Resuming past damaged checkpoints, the best epoch's choice and the
-disk-space warning are checkpoints.py's: tests/test_checkpoints.py.)
+disk-space warning are checkpoints.py's: tests/test_checkpoints.py; damaged and torn feature
+store entries are tests/test_feature_store.py's.)
 """
 import errno
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import atomicfile
-import feature_cache
+import fineturn
 import outputdir
-from fault_injection import FullDisk, flip_byte
+import rundir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_these_modules_load_no_tensorflow():
     code = ('import sys; sys.path.insert(0, %r); import atomicfile, class_names, console, '
-            'feature_cache, fineturn, knobs, outputdir, rundir; '
-            'sys.exit("tensorflow" in sys.modules)' % ROOT)
+            'feature_store, fineturn, frozen_features, knobs, outputdir, protocol, '
+            'protocol_table, rundir, splits, svm; sys.exit("tensorflow" in sys.modules)' % ROOT)
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0
 
 
@@ -102,45 +102,16 @@ def test_atomic_dir_is_complete_or_absent(tmp_path):
     assert os.listdir(tmp_path) == ['export']
 
 
-@pytest.mark.parametrize('damage, says', [
-    ('truncate', 'truncated: '),
-    ('flip data', 'checksum mismatch'),
-    ('flip header', 'header checksum mismatch'),
-    ('foreign', 'written for split validation'),
-    ('not a cache', 'not a feature cache file'),
-])
-def test_a_damaged_cache_file_is_never_used(tmp_path, damage, says):
-    shape = (5, 2, 3, 3, 4)
-    features = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    batches = [(features[:3], np.arange(3), np.array(['a', 'b', 'c'])),
-               (features[3:], np.arange(3, 5), np.array(['d', 'é']))]
-    folder = str(tmp_path)
-    loaded = feature_cache.write(folder, 'train', 'k', shape, iter(batches), ram_gb=1)
-    assert np.array_equal(loaded[0], features) and list(loaded[2]) == list('abcdé')
-    path = feature_cache.path(folder, 'train', 'k')
-    if damage == 'truncate':
-        os.truncate(path, os.path.getsize(path) - 1)
-    elif damage == 'flip data':
-        flip_byte(path, feature_cache.HEADER_SIZE + 17)
-    elif damage == 'flip header':
-        flip_byte(path, len(feature_cache.MAGIC) + 3)
-    elif damage == 'foreign':
-        feature_cache.write(folder, 'validation', 'k', shape, iter(batches), ram_gb=1)
-        os.replace(feature_cache.path(folder, 'validation', 'k'), path)
-    else:
-        with open(path, 'wb') as f:
-            np.save(f, features)
-    with pytest.raises(feature_cache.DamagedCacheError) as caught:
-        feature_cache.load(folder, 'train', 'k', shape, ram_gb=1)
-    assert str(caught.value).startswith('feature cache %s is damaged (%s' % (path, says))
-    assert not os.path.exists(path)                          # deleted: it is recomputed
-
-
-def test_a_full_disk_while_caching_leaves_nothing(tmp_path, monkeypatch):
-    shape = (4, 1, 2)
-    monkeypatch.setattr(feature_cache, 'open', FullDisk('train-', room=feature_cache.HEADER_SIZE),
-                        raising=False)
-    batches = iter([(np.ones((4, 1, 2), np.float32), np.arange(4), np.array(list('abcd')))])
-    with pytest.raises(atomicfile.WriteError, match='the feature cache .*needs about 4.2 kB'):
-        feature_cache.write(str(tmp_path), 'train', 'k', shape, batches, ram_gb=1)
-    assert os.listdir(tmp_path) == []
+def test_the_per_run_cache_of_earlier_versions_is_removed_and_said(tmp_path):
+    run_dir = tmp_path / 'run'
+    old = run_dir / 'feature_cache'
+    old.mkdir(parents=True)
+    (old / 'train-0123abcd.cache').write_bytes(bytes(3000))
+    (old / 'test-0123abcd.cache').write_bytes(bytes(1000))
+    said = []
+    settings = fineturn.settings_from(fineturn.parse_args(['--run-dir', str(run_dir)]))
+    lock, rows = rundir.open_run(settings, said.append)
+    lock.release()
+    assert not old.exists() and rows == []
+    assert said == ['removed %s, the per-run feature cache of earlier versions (4.0 kB): frozen '
+                    'features now live in the feature store (--feature-store)' % old]
