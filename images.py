@@ -91,6 +91,16 @@ def is_image_name(name):
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def skip_reason(name):
+    """Why a file or folder found in a folder is not read as an image -> 'hidden', 'not an image'
+    or None (an image). Hidden, a name that starts with a dot: macOS's AppleDouble files (._x.tif,
+    next to every image of a folder zipped on a Mac, have an image's extension but hold none),
+    .DS_Store, .git. The one rule of the converter's class folders and --predict's folders."""
+    if name.startswith('.'):
+        return 'hidden'
+    return None if is_image_name(name) else 'not an image'
+
+
 def read_bgr8(path):
     """An image file -> uint8 HxWx3 BGR, or ImageReadError with the reason (rules in the module
     docstring)."""
