@@ -87,16 +87,21 @@ def sample_photo():
 def expand_inputs(inputs):
     """Files as given, directories replaced by the sorted image files below them.
 
-    Returns (paths, ignored): `ignored` lists the non-image files found in the directories.
-    A path that does not exist is a ClassifyError (a typo, most likely).
+    Returns (paths, ignored): `ignored` lists what the directories hold besides images: hidden
+    files and folders (images.skip_reason: macOS's ._x.tif hold no image) and other files. A path
+    that does not exist is a ClassifyError (a typo, most likely).
     """
     paths, ignored = [], []
     for item in inputs:
         if os.path.isdir(item):
-            found = sorted(os.path.join(folder, name)
-                           for folder, _, names in os.walk(item) for name in names)
-            for path in found:
-                (paths if images.is_image_name(path) else ignored).append(path)
+            found = []
+            for folder, subfolders, names in os.walk(item):
+                hidden = sorted(name for name in subfolders if images.skip_reason(name) == 'hidden')
+                subfolders[:] = [name for name in subfolders if name not in hidden]
+                found += [os.path.join(folder, name) for name in hidden + names]
+            for path in sorted(found):
+                (paths if images.skip_reason(os.path.basename(path)) is None
+                 else ignored).append(path)
         elif os.path.exists(item):
             paths.append(item)
         else:
@@ -109,7 +114,7 @@ def input_paths(inputs):
     there is no image at all."""
     paths, ignored = expand_inputs(inputs)
     if ignored:
-        warn('ignored %d non-image file(s) in the directories: %s'
+        warn('ignored %d hidden or non-image file(s) in the directories: %s'
              % (len(ignored), ', '.join(ignored)))
     if not paths:
         raise ClassifyError('no image files in %s' % ', '.join(inputs))

@@ -26,7 +26,7 @@ import os
 import random
 
 from errors import UserError
-from images import IMAGE_EXTENSIONS, is_image_name
+from images import IMAGE_EXTENSIONS, skip_reason
 
 SPLITS = ('train', 'validation', 'test')
 LABELS_FILE = 'labels.txt'
@@ -110,12 +110,13 @@ def scan(image_dir):
         found[name] = []
         for file in sorted(os.listdir(os.path.join(image_dir, name))):
             rel = name + '/' + file
-            if file.startswith('.'):
-                ignored.append((rel, 'hidden'))
-            elif is_image_name(file) and os.path.isfile(os.path.join(image_dir, name, file)):
+            reason = skip_reason(file)
+            if reason is None and not os.path.isfile(os.path.join(image_dir, name, file)):
+                reason = 'not an image'
+            if reason is None:
                 found[name].append(rel)
             else:
-                ignored.append((rel, 'not an image'))
+                ignored.append((rel, reason))
         if not found[name]:
             raise ConvertError('class folder %s has no images (%s): remove it or add images'
                                % (os.path.join(image_dir, name), ' '.join(IMAGE_EXTENSIONS)))

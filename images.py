@@ -22,9 +22,15 @@ never padded with grey.
 No TensorFlow here: worker processes import this module and nothing heavier, so they start in a
 fraction of a second and print nothing.
 """
+import collections
 import contextlib
+import dataclasses
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import time
+import traceback
 
 import cv2
 import numpy as np
@@ -83,6 +89,16 @@ def quiet():
 def is_image_name(name):
     """True for a file name with one of IMAGE_EXTENSIONS, in any letter case."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def skip_reason(name):
+    """Why a file or folder found in a folder is not read as an image -> 'hidden', 'not an image'
+    or None (an image). Hidden, a name that starts with a dot: macOS's AppleDouble files (._x.tif,
+    next to every image of a folder zipped on a Mac, have an image's extension but hold none),
+    .DS_Store, .git. The one rule of the converter's class folders and --predict's folders."""
+    if name.startswith('.'):
+        return 'hidden'
+    return None if is_image_name(name) else 'not an image'
 
 
 def read_bgr8(path):
@@ -161,25 +177,167 @@ def pool_context():
 def init_worker():
     cv2.setNumThreads(1)                                   # one process per core is the parallelism
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)   # callers report bad files
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (it stops
+    # the workers), so no worker prints a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class WorkerError(UserError):
+    """A worker process that stopped in the middle of its files (killed, out of memory ...)."""
+
+
+CHUNKS_PER_WORKER = 2     # in flight at once: the one it reads and the next, so it never waits
+STOP_SECONDS = 5          # close(): a worker's time to exit after SIGTERM, before SIGKILL
+
+
+def _serve(connection):
+    """A worker process: (function, paths) in, [function(path) for each path] out, until the
+    parent closes its end. An exception goes back as (exception, its traceback as text)."""
+    init_worker()
+    while True:
+        try:
+            function, chunk = connection.recv()
+        except (EOFError, OSError):                # the parent closed its end, or is gone
+            return
+        try:
+            reply = True, [function(path) for path in chunk]
+        except Exception as error:                 # a bug: the parent raises it, traceback shown
+            reply = False, (error, traceback.format_exc())
+        try:
+            connection.send(reply)                 # pickles it whole before writing a byte
+        except Exception as error:                 # an exception or result pickle can't take
+            connection.send((False, (RuntimeError('%r cannot go back to the parent: %s'
+                                                  % (reply[1], error)), traceback.format_exc())))
 
 
 class Workers:
-    """Ordered parallel map over files, in `workers` processes (or in this one for 1)."""
+    """Ordered parallel map over files, in `workers` processes (or in this one for 1).
+
+    Each worker has a pipe of its own to this process and shares nothing else with it or the
+    other workers: no queue with a lock between processes, no helper thread. A worker holds at
+    most CHUNKS_PER_WORKER chunks of the list at a time, so a map's memory is bounded whatever the
+    consumer's pace, and close() can stop the workers at any moment, even in the middle of a
+    message, without anything waiting for them afterwards. (multiprocessing.Pool.terminate() can
+    hang forever there: it kills workers that may hold the lock of its shared result queue, or
+    have written half a result into it, and then its own threads wait on that queue; CPython
+    issue 96995.)
+    """
 
     def __init__(self, workers):
-        self.workers, self.pool = workers, None
+        self.workers, self.processes = workers, []
+        # per worker: the chunks given and not yet received, oldest first: [map, chunk index]
+        self.given = {}
         if workers > 1:
-            self.pool = pool_context().Pool(workers, initializer=init_worker)
+            context = pool_context()
+            try:
+                for _ in range(workers):
+                    ours, theirs = context.Pipe()
+                    process = context.Process(target=_serve, args=(theirs,), daemon=True,
+                                              name='images worker')
+                    process.start()
+                    theirs.close()         # the worker's end lives in the worker only: its death
+                    self.processes.append((process, ours))  # is an EOF here
+                    self.given[ours] = collections.deque()
+            except BaseException:
+                self.close()
+                raise
+        self.maps = 0
 
     def map(self, function, paths):
-        if self.pool is None:
+        """Yield function(path) for each of `paths`, in order."""
+        if self.workers <= 1:
             with quiet():
                 yield from map(function, paths)
-        else:
-            chunksize = max(1, min(32, len(paths) // (self.workers * 8)))
-            yield from self.pool.imap(function, paths, chunksize)
+            return
+        if not self.processes:
+            raise ValueError('the workers are closed')
+        paths = list(paths)
+        size = max(1, min(32, len(paths) // (self.workers * 8)))
+        self.maps += 1
+        state = Map(self.maps, [paths[i:i + size] for i in range(0, len(paths), size)])
+        for index in range(len(state.chunks)):
+            self._exchange(function, state, wait=False)   # keep every worker busy meanwhile
+            while index not in state.received:
+                self._exchange(function, state, wait=True)
+            ok, value = state.received.pop(index)
+            if not ok:
+                error, text = value
+                raise error from RemoteTraceback(text)
+            yield from value
+
+    def _exchange(self, function, state, wait):
+        """Give every worker chunks up to CHUNKS_PER_WORKER, then receive the replies that are
+        ready (with `wait`, one at least). Replies to an earlier map (one left before its end) are
+        dropped."""
+        try:
+            for connection, given in self.given.items():
+                while len(given) < CHUNKS_PER_WORKER and state.following < len(state.chunks):
+                    self._send(connection, (function, state.chunks[state.following]), state)
+                    given.append((state.number, state.following))
+                    state.following += 1
+            busy = [connection for connection, given in self.given.items() if given]
+            for connection in multiprocessing.connection.wait(busy, None if wait else 0):
+                reply = self._receive(connection, state)
+                number, index = self.given[connection].popleft()
+                if number == state.number:
+                    state.received[index] = reply
+        except BaseException:
+            # stopped in the middle of a message, or a worker gone: these pipes can't be trusted
+            self.close()
+            raise
+
+    def _send(self, connection, message, state):
+        try:
+            connection.send(message)
+        except OSError:                               # the worker is gone (BrokenPipeError)
+            raise self._stopped(connection, state) from None
+
+    def _receive(self, connection, state):
+        try:
+            return connection.recv()
+        except (EOFError, OSError):
+            raise self._stopped(connection, state) from None
+
+    def _stopped(self, connection, state):
+        """The WorkerError of the worker at the end of `connection`, naming the files it had."""
+        process = next(process for process, ours in self.processes if ours is connection)
+        process.join(STOP_SECONDS)
+        files = [path for number, index in self.given[connection] if number == state.number
+                 for path in state.chunks[index]]
+        named = ', '.join(map(str, files[:3])) + (' and %d more' % (len(files) - 3)
+                                                  if len(files) > 3 else '')
+        return WorkerError('an image worker process stopped (exit code %s) while reading %s: run '
+                           'again; if it stops again, use fewer workers (it may have run out of '
+                           'memory) or leave those files out'
+                           % (process.exitcode, named or 'the files of an earlier pass'))
 
     def close(self):
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
+        """Stop the workers now, whatever they are doing: SIGTERM, then SIGKILL after
+        STOP_SECONDS."""
+        processes, self.processes, self.given = self.processes, [], {}
+        for process, _ in processes:
+            if process.exitcode is None:
+                process.terminate()
+        deadline = time.monotonic() + STOP_SECONDS
+        for process, connection in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.exitcode is None:
+                process.kill()
+                process.join(STOP_SECONDS)
+            connection.close()
+
+
+@dataclasses.dataclass
+class Map:
+    """One Workers.map in progress."""
+    number: int                 # which map of its Workers (replies to an earlier one are dropped)
+    chunks: list                # the paths, in chunks of consecutive ones
+    following: int = 0          # the first chunk not yet given to a worker
+    received: dict = dataclasses.field(default_factory=dict)   # chunk index -> (ok, value)
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, as its cause here."""
+
+    def __str__(self):
+        return '\n' + self.args[0]

@@ -157,13 +157,18 @@ def test_a_folder_gives_predict_the_files_the_converter_takes(tmp_path):
     takes from a class folder."""
     folder = tmp_path / 'images' / 'one'
     folder.mkdir(parents=True)
+    # ._a.tif: the AppleDouble file a Mac's zip puts next to a.tif, an image's name but no image
     for name in ('a.tif', 'b.TIFF', 'c.jpg', 'd.JPEG', 'e.png', 'f.bmp', 'g.gif', 'h.webp',
-                 'i.jpe', 'j.ppm', 'notes.txt', 'Thumbs.db', 'k.psd', 'l.GIF'):
+                 'i.jpe', 'j.ppm', 'notes.txt', 'Thumbs.db', 'k.psd', 'l.GIF', '._a.tif',
+                 '.DS_Store'):
         (folder / name).write_bytes(b'x')
     taken, ignored = classify.expand_inputs([str(folder)])
     _, found, skipped = dataset_folder.scan(str(tmp_path / 'images'))
     assert sorted(os.path.basename(path) for path in taken) == \
         sorted(path.split('/')[1] for path in found['one'])
+    assert '._a.tif' not in str(taken)
     assert sorted(os.path.basename(path) for path in ignored) == \
-        sorted(path.split('/')[1] for path, _ in skipped) == ['Thumbs.db', 'k.psd', 'notes.txt']
+        sorted(path.split('/')[1] for path, _ in skipped) == \
+        ['.DS_Store', '._a.tif', 'Thumbs.db', 'k.psd', 'notes.txt']
+    assert dict(skipped)['one/._a.tif'] == 'hidden'
     assert 'g.gif' in str(taken) and 'l.GIF' in str(taken)

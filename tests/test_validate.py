@@ -166,14 +166,17 @@ def test_top_k_is_descending_probability():
 def test_directories_expand_to_sorted_image_files(tmp_path):
     folder = tmp_path / 'photos'
     (folder / 'sub').mkdir(parents=True)
-    for name in ('b.JPG', 'a.png', 'sub/c.tif', 'notes.txt', 'sub/.DS_Store'):
+    (folder / '.hidden').mkdir()                 # a hidden folder is not walked, only listed
+    for name in ('b.JPG', 'a.png', 'sub/c.tif', 'notes.txt', 'sub/.DS_Store', 'sub/._c.tif',
+                 '.hidden/d.png'):
         (folder / name).write_bytes(b'x')
     single = tmp_path / 'named.dat'   # named on the command line: tried whatever its extension
     single.write_bytes(b'x')
     paths, ignored = classify.expand_inputs([str(single), str(folder)])
     assert paths == [str(single), str(folder / 'a.png'), str(folder / 'b.JPG'),
                      str(folder / 'sub' / 'c.tif')]
-    assert ignored == [str(folder / 'notes.txt'), str(folder / 'sub' / '.DS_Store')]
+    assert ignored == [str(folder / '.hidden'), str(folder / 'notes.txt'),
+                       str(folder / 'sub' / '.DS_Store'), str(folder / 'sub' / '._c.tif')]
     with pytest.raises(classify.ClassifyError, match='no such file'):
         classify.expand_inputs([str(folder), str(tmp_path / 'typo.jpg')])
 
