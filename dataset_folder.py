@@ -179,12 +179,18 @@ def shard_names(split, n):
     return ['%s-%05d-of-%05d.tfrecord' % (split, i, shards) for i in range(shards)]
 
 
+def record_files(records_dir, split):
+    """The record files of `split` in a converted folder, sorted (their concatenation is
+    split.csv's order); [] if there are none."""
+    return sorted(glob.glob(os.path.join(glob.escape(records_dir), split + '*.tfrecord')))
+
+
 def existing_outputs(output_dir):
     """Output files of an earlier conversion in output_dir, sorted."""
     found = [os.path.join(output_dir, name) for name in (LABELS_FILE, SPLIT_FILE)]
     found = [path for path in found if os.path.exists(path)]
     for split in SPLITS:
-        found += glob.glob(os.path.join(glob.escape(output_dir), split + '*.tfrecord'))
+        found += record_files(output_dir, split)
     return sorted(found)
 
 

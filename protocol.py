@@ -57,9 +57,10 @@ class ProtocolError(UserError):
 @dataclasses.dataclass
 class Identity:
     """What a protocol's results depend on besides the number of splits: the records folder and
-    splits.pool_digest of its images, the seed, the ratios, and the recipe (a dict: the classifier
-    and everything a split's result depends on beyond its images, e.g. the weights file's digest,
-    the layers, the optimiser's knobs, the epochs)."""
+    splits.pool_digest of its images (names, labels and the records' bytes), the seed, the
+    ratios, and the recipe (a dict: the classifier and everything a split's result depends on
+    beyond its images, e.g. the weights file's digest, the layers, the optimiser's knobs, the
+    epochs)."""
     records_dir: str
     pool_digest: str
     seed: int
@@ -141,7 +142,8 @@ class Plan:
 def plan(settings, count, only, ratios):
     """The Plan of `--splits count [--split only] --split-ratios ratios` with `settings`, checked:
     a SplitError for bad numbers or a class too small for the ratios, a ProtocolError for a
-    RUN_DIR that holds another protocol or for --init-from. Records the identity in a new protocol's folder."""
+    RUN_DIR that holds another protocol or for --init-from. Records the identity in a new
+    protocol's folder."""
     splits.check_split(only, count)
     ratios = splits.check_ratios(ratios)
     if settings.init_from:
@@ -154,8 +156,9 @@ def plan(settings, count, only, ratios):
     classes = class_names.read(os.path.join(records_dir, LABELS_FILE))
     drawn = {k: splits.draw(items, classes, ratios, settings.seed, k)
              for k in range(1, count + 1)}
-    identity = Identity(os.path.abspath(records_dir), splits.pool_digest(items), settings.seed,
-                        ratios, recipe(settings, frozen_features.frozen_source_digest(settings)))
+    identity = Identity(os.path.abspath(records_dir), splits.pool_digest(items, records_dir),
+                        settings.seed, ratios,
+                        recipe(settings, frozen_features.frozen_source_digest(settings)))
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
         raise ProtocolError('--run-dir %s is a file: name a folder for the protocol' % run_dir)
     with writing(run_dir, 'the folder'):

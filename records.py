@@ -43,7 +43,6 @@ flip(crop(image) - crop(mean)), never minus a flipped mean image.
 import collections
 import contextlib
 import csv
-import glob
 import os
 
 import numpy as np
@@ -51,6 +50,7 @@ import tensorflow as tf
 
 import alexnet
 import class_names
+import dataset_folder
 from dataset_folder import LABELS_FILE, SPLIT_FILE, SPLITS  # noqa: F401 (the folder's layout)
 from errors import UserError
 from feature_store import image_digest
@@ -92,7 +92,7 @@ def _check_split(split):
 def record_files(records_dir, split):
     """Sorted record files of a split (their concatenation is split.csv's order)."""
     _check_split(split)
-    files = sorted(glob.glob(os.path.join(glob.escape(records_dir), split + '*.tfrecord')))
+    files = dataset_folder.record_files(records_dir, split)
     if not files:
         raise RecordsError('no %s*.tfrecord in %s: run %s' % (split, records_dir,
                                                               CONVERT_COMMAND % records_dir))

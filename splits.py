@@ -34,7 +34,8 @@ import math
 import os
 
 from atomicfile import atomic_write
-from dataset_folder import SPLIT_FILE, SPLIT_HEADER, SPLITS, assign_splits, minimum_per_class
+from dataset_folder import (SPLIT_FILE, SPLIT_HEADER, SPLITS, assign_splits, minimum_per_class,
+                            record_files)
 from errors import UserError
 
 MAX_SPLITS = 999                 # split seeds 1000 * S + k stay distinct for k < 1000
@@ -135,11 +136,20 @@ def draw(items, classes, ratios, seed, k):
     return Split(k, seed_k, tuple(assign_splits(classes, by_class, ratios, seed_k)))
 
 
-def pool_digest(items):
-    """A hex digest of the pool: its (path, label) pairs, in any order."""
+def pool_digest(items, records_dir=None):
+    """A hex digest of the pool: its (path, label) pairs, in any order, and with `records_dir`
+    the contents of its record files, so that the same names with other pixels (the images
+    generated or converted again) are another pool."""
     digest = hashlib.blake2b(digest_size=16)
     for path, label in sorted(items):
         digest.update(('%s\t%d\n' % (path, label)).encode('utf-8'))
+    if records_dir is not None:
+        for split in SPLITS:
+            for path in record_files(records_dir, split):
+                digest.update(('%s\n' % os.path.basename(path)).encode('utf-8'))
+                with open(path, 'rb') as f:
+                    for block in iter(lambda: f.read(1 << 20), b''):
+                        digest.update(block)
     return digest.hexdigest()
 
 

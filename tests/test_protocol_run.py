@@ -328,6 +328,19 @@ def test_other_records_or_a_class_too_small_are_refused(finetuned, pool, tmp_pat
     line = one_line(capsys, fineturn.main([other if a == pool[0] else a for a in args]))
     assert 'holds a protocol started with other records (%s then, %s now)' % (
         os.path.abspath(pool[0]), os.path.abspath(other)) in line
+    # the same names and labels, other pixels: the images generated again with another seed
+    import record_writer
+    import synthetic_dataset
+    images, repainted = str(tmp_path / 'images'), str(tmp_path / 'repainted')
+    synthetic_dataset.make_dataset_folder(images, num_classes=CLASSES, per_class=PER_CLASS,
+                                          size=96, seed=5, quirks=False, workers=1)
+    record_writer.convert(images, repainted, (0.8, 0.1, 0.1), 42, 1, overwrite=True,
+                          progress=False)
+    assert read_csv(os.path.join(repainted, 'split.csv')) == \
+        read_csv(os.path.join(pool[0], 'split.csv'))
+    line = one_line(capsys, fineturn.main([repainted if a == pool[0] else a for a in args]))
+    assert 'holds a protocol started with other records (%s then, %s now)' % (
+        os.path.abspath(pool[0]), os.path.abspath(repainted)) in line
     # class 2 down to 2 images: too few for three parts
     kept = [r['path'] for r in rows if r['label'] == '2'][:2]
     small = [(r['path'], int(r['label']), r['split']) for r in rows

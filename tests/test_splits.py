@@ -112,6 +112,19 @@ def test_read_pool_keeps_the_records_order(tmp_path):
     assert splits.pool_digest([('a', 1), ('b', 0)]) != splits.pool_digest([('a', 0), ('b', 0)])
 
 
+def test_the_pool_digest_covers_the_records_bytes(tmp_path):
+    """The same names and labels with other pixels (images generated or converted again) are
+    another pool."""
+    items = [('a', 1), ('b', 0)]
+    for split, data in (('train', b'one'), ('test', b'two')):
+        (tmp_path / ('%s-00000-of-00001.tfrecord' % split)).write_bytes(data)
+    first = splits.pool_digest(items, str(tmp_path))
+    assert first != splits.pool_digest(items)
+    assert splits.pool_digest(items, str(tmp_path)) == first
+    (tmp_path / 'test-00000-of-00001.tfrecord').write_bytes(b'twO')
+    assert splits.pool_digest(items, str(tmp_path)) != first
+
+
 @pytest.mark.parametrize('ratios, message', [
     ((0.7, 0.2, 0.2), r'--split-ratios 0.7 0.2 0.2: they sum to 1.1, not 1; give TRAIN VAL '
                       r'TEST summing to 1'),
