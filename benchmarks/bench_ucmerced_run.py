@@ -7,15 +7,19 @@ stand-ins for the two downloads: a random AlexNet-shaped V1 Caffe model (python 
 caffe_to_npy.synthetic, 1000 classes, like bvlc_alexnet.caffemodel) and 21 classes x 100 clean
 256x256 .tif images (python synthetic_dataset.py --no-quirks: UC Merced's size). Then
 `python -m caffe_to_npy`, `python convert_tfrecord.py` and `python fineturn.py` with every
-default of setting.py but the paths (fc6-fc8 trained, 20 epochs, the feature cache on).
+default of setting.py but the paths (fc6-fc8 trained, 20 epochs, the frozen features from the
+feature store). The feature store is the work dir's own (--feature-store), empty at the start, so
+the run computes every image's pool5 features, as a user's first run does.
 
 For each command: wall seconds, peak memory (the child's max RSS) and the disk it leaves; for the
-training run also the peak disk of its run dir while it trains (sampled every 0.5 s: checkpoints
-are kept for the last 5 epochs and the best, and the next one is written before the oldest goes)
-and the time to its first epoch line. Wall times move with the machine's load, which is printed.
-Not run by pytest.
+training run the run dir and the feature store apart, the peak disk of the run dir while it
+trains (sampled every 0.5 s: checkpoints are kept for the last 5 epochs and the best, and the next
+one is written before the oldest goes), and its log's lines on the features (their time) and the
+epochs, with the epochs' seconds summed from metrics.csv. Wall times move with the machine's
+load, which is printed. Not run by pytest.
 """
 import argparse
+import csv
 import os
 import shutil
 import subprocess
@@ -32,17 +36,29 @@ def load():
 
 
 def disk_bytes(path):
-    """Bytes the files under `path` occupy on disk (what du counts)."""
+    """Bytes `path` and everything under it occupy on disk, folders included (what du counts: a
+    feature store key has up to 256 shard folders)."""
     if os.path.isfile(path):
         return os.stat(path).st_blocks * 512
     total = 0
     for folder, _, files in os.walk(path):
-        for name in files:
+        for name in [os.curdir] + files:
             try:
                 total += os.lstat(os.path.join(folder, name)).st_blocks * 512
             except FileNotFoundError:     # a temporary file renamed or pruned meanwhile
                 pass
     return total
+
+
+def store_entries(store):
+    """The entries in the feature store `store`: its .feat files, outside the .tmp folder where
+    entries are being written."""
+    count = 0
+    for folder, subfolders, files in os.walk(store):
+        if folder == store and '.tmp' in subfolders:
+            subfolders.remove('.tmp')
+        count += sum(name.endswith('.feat') for name in files)
+    return count
 
 
 def mb(size):
@@ -88,7 +104,8 @@ def main(argv=None):
     work = args.work_dir or tempfile.mkdtemp(prefix='bench_ucmerced_run-')
     os.makedirs(work, exist_ok=True)
     python = sys.executable
-    paths = {name: os.path.join(work, name) for name in ('caffe', 'images', 'data', 'run')}
+    paths = {name: os.path.join(work, name)
+             for name in ('caffe', 'images', 'data', 'run', 'feature_store')}
     npz = os.path.join(work, 'bvlc_alexnet.npz')
     steps = [
         ('generate the Caffe model', [python, '-m', 'caffe_to_npy.synthetic', paths['caffe']],
@@ -103,33 +120,44 @@ def main(argv=None):
                                         paths['images'], '--output-dir', paths['data'],
                                         '--quiet'], paths['data']),
         ('python fineturn.py', [python, 'fineturn.py', '--records-dir', paths['data'], '--weights',
-                                npz, '--run-dir', paths['run'], '--epochs', str(args.epochs)],
+                                npz, '--run-dir', paths['run'], '--feature-store',
+                                paths['feature_store'], '--epochs', str(args.epochs)],
          paths['run']),
     ]
     print('bench_ucmerced_run: %d cores, %s; 21 classes x %d images, %d epochs; work dir %s'
           % (os.cpu_count(), load(), args.per_class, args.epochs, work), flush=True)
-    total = 0
+    total, timings = 0, {}
     try:
         for name, command, output in steps:
             before = load()
             seconds, rss, peak = run(command, os.path.join(work, name.split()[-1] + '.log'),
                                      watch=output if name == 'python fineturn.py' else None)
+            timings[name] = seconds
             size = disk_bytes(output)
+            if name == 'python fineturn.py':
+                size += disk_bytes(paths['feature_store'])
             total += size
             line = '%-28s %7.1f s  peak RSS %8s  on disk after %9s' % (
                 name, seconds, mb(rss), mb(size))
             if peak:
-                line += '  (peak while running %s)' % mb(peak)
+                line += '  (run dir at its peak %s)' % mb(peak)
             print(line + '  [%s before]' % before, flush=True)
         with open(os.path.join(work, 'fineturn.py.log')) as log:
             lines = log.read().splitlines()
         for line in lines:
-            if line.startswith(' * ') or 'feature cache' in line or line.startswith('epoch '):
+            if line.startswith((' * ', 'feature cache ', 'features of ', 'epoch ')):
                 print('  ' + line)
-        print('run dir: %s checkpoints, feature cache %s'
+        with open(os.path.join(paths['run'], 'metrics.csv'), newline='') as f:
+            epochs = [float(row['seconds']) for row in csv.DictReader(f)]
+        print('epochs: %d, %.1f s in all (metrics.csv); the rest of the run %.1f s: start-up, the '
+              'features, the test'
+              % (len(epochs), sum(epochs), timings['python fineturn.py'] - sum(epochs)))
+        print('run dir: %s checkpoints, %s; feature store: %d entries, %s'
               % (len([n for n in os.listdir(paths['run']) if n.endswith('.index')]),
-                 mb(disk_bytes(os.path.join(paths['run'], 'feature_cache')))))
-        print('on disk in all (Caffe files, weights, images, records, run dir): %s' % mb(total))
+                 mb(disk_bytes(paths['run'])), store_entries(paths['feature_store']),
+                 mb(disk_bytes(paths['feature_store']))))
+        print('on disk in all (Caffe files, weights, images, records, run dir, feature store): %s'
+              % mb(total))
         print('end: %s' % load())
     finally:
         if not args.keep:         # the first line names the work dir, which --keep keeps
