@@ -466,7 +466,12 @@ class FeatureStore:
     def summary(self, images):
         """One line for the log: how many of `images` were reused and computed."""
         computed = self.counts['extracted'] - self.counts['discarded']
+        notes = []
+        if self.counts['damaged']:
+            notes.append('%d damaged entries recomputed' % self.counts['damaged'])
+        if self.counts['discarded']:
+            notes.append('%d computed here too and discarded: another job stored them first'
+                         % self.counts['discarded'])
         return ('features of %d images: %d reused from %s, %d computed%s'
                 % (images, images - computed, self.folder, computed,
-                   ' (%d damaged entries recomputed)' % self.counts['damaged']
-                   if self.counts['damaged'] else ''))
+                   ' (%s)' % '; '.join(notes) if notes else ''))

@@ -50,6 +50,10 @@ def test_computed_once_then_reused_across_splits_and_runs(tmp_path):
                                   expected(names[::-1]))
     assert calls == [] and again.counts['extracted'] == 0 and again.counts['read'] == 30
     assert again.summary(30).startswith('features of 30 images: 30 reused from ')
+    # a job that computed entries another job stored first says so: the time was not free
+    again.counts.update(extracted=5, discarded=5)
+    assert again.summary(30).endswith(', 0 computed (5 computed here too and discarded: another '
+                                      'job stored them first)')
     # ... a split indexes the pool by positions: no copy of the features per split
     train = np.array([3, 1, 4])
     np.testing.assert_array_equal(pool[train], expected([names[i] for i in train]))
