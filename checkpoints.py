@@ -84,12 +84,10 @@ def find(where):
                            'TensorFlow checkpoint: --evaluate, --predict and --export take '
                            'fine-tuned runs; its test report is %s'
                            % (where, os.path.join(where, 'test_report.md')))
-        best = os.path.join(where, BEST_FILE)
-        if not os.path.exists(best):
+        if not os.path.exists(os.path.join(where, BEST_FILE)):
             raise RunError('%s has no %s: name a checkpoint such as %s'
                            % (where, BEST_FILE, path(where, 1)))
-        with open(best) as f:
-            return os.path.join(where, json.load(f)['checkpoint'])
+        return os.path.join(where, read_best(where)['checkpoint'])
     given = where
     for suffix in SUFFIXES:
         if where.endswith(suffix):
@@ -133,6 +131,12 @@ def write_best(run_dir, rows):
                       'the last epoch (no validation part)'},
                      'the best epoch')
     return best
+
+
+def read_best(run_dir):
+    """The best.json write_best wrote in `run_dir`."""
+    with open(os.path.join(run_dir, BEST_FILE), encoding='utf-8') as f:
+        return json.load(f)
 
 
 def prune(run_dir, rows, keep):

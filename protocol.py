@@ -38,10 +38,11 @@ import shlex
 import class_names
 import frozen_features
 import splits
-from atomicfile import atomic_write, writing
+from atomicfile import writing
 from dataset_folder import LABELS_FILE
 from errors import UserError
 from outputdir import held
+from rundir import save_json
 
 IDENTITY_FILE = 'protocol_identity.json'
 SPLIT_INFO = 'split.json'
@@ -76,8 +77,7 @@ def check_identity(run_dir, identity):
     it is the same (the records may have moved: their digest decides)."""
     path = os.path.join(run_dir, IDENTITY_FILE)
     if not os.path.exists(path):
-        atomic_write(path, lambda f: json.dump(identity.saved(), f, indent=1),
-                     what='the protocol\'s identity')
+        save_json(path, identity.saved(), 'the protocol\'s identity')
         return
     try:
         with open(path, encoding='utf-8') as f:
@@ -198,10 +198,9 @@ class SplitResult:
 def record_split(plan, k, best_epoch, val_accuracy, seconds):
     """Mark split k finished: its split.json, written after its test report."""
     split = plan.splits[k]
-    atomic_write(os.path.join(plan.split_dir(k), SPLIT_INFO), lambda f: json.dump(
-        {'k': k, 'seed': split.seed, 'counts': split.counts(), 'best_epoch': best_epoch,
-         'val_accuracy': val_accuracy, 'seconds': round(seconds, 2)}, f, indent=1),
-        what='the split\'s summary')
+    save_json(os.path.join(plan.split_dir(k), SPLIT_INFO),
+              {'k': k, 'seed': split.seed, 'counts': split.counts(), 'best_epoch': best_epoch,
+               'val_accuracy': val_accuracy, 'seconds': round(seconds, 2)}, 'the split\'s summary')
 
 
 def split_result(plan, k):

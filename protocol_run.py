@@ -14,7 +14,6 @@ when every split has finished, or says what it waits for (--split K), or refuses
 --split).
 """
 import dataclasses
-import json
 import os
 import time
 
@@ -88,8 +87,7 @@ def run_split(plan, k, settings, index):
     else:
         code = training.train(split_settings, parts, index, split.rows)
         if code == 0:
-            with open(os.path.join(run_dir, checkpoints.BEST_FILE), encoding='utf-8') as f:
-                best = json.load(f)
+            best = checkpoints.read_best(run_dir)
             best_epoch, val_accuracy = best['epoch'], best['val_accuracy']
     if code == 0:
         protocol.record_split(plan, k, best_epoch, val_accuracy, time.time() - started)

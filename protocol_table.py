@@ -13,7 +13,6 @@ finished, under the protocol's lock, else it names the splits left.
 
 No TensorFlow here.
 """
-import json
 import os
 
 import numpy as np
@@ -23,6 +22,7 @@ import splits
 from atomicfile import atomic_write
 from outputdir import held
 from protocol import LOCK_FILE, ProtocolError, split_result
+from rundir import save_json
 
 TABLE_FILE, JSON_FILE, FIGURE_FILE = 'protocol.md', 'protocol.json', 'protocol.png'
 STD = 'sample standard deviation over the splits (ddof = 1)'
@@ -51,7 +51,6 @@ def finish(plan, command_line):
         _, line = write(plan.run_dir, plan.identity, results, command_line,
                         sum(result.seconds for result in results))
     return line, []
-
 
 
 # --- the table -----------------------------------------------------------------------------------
@@ -137,8 +136,7 @@ def write(run_dir, identity, results, command, total_seconds):
     figures['command'] = command
     figures['seconds'] = {'total': round(total_seconds, 2),
                           'per_split': round(float(np.mean([r.seconds for r in results])), 2)}
-    atomic_write(os.path.join(run_dir, JSON_FILE), lambda f: json.dump(figures, f, indent=1),
-                 what='the protocol\'s figures')
+    save_json(os.path.join(run_dir, JSON_FILE), figures, 'the protocol\'s figures')
     atomic_write(os.path.join(run_dir, TABLE_FILE), lambda f: f.write(markdown(figures)),
                  what='the protocol\'s table')
     report.plot_matrix(os.path.join(run_dir, FIGURE_FILE), figures['classes'],

@@ -333,7 +333,9 @@ def part_dataset(records_dir, positions, mean, crops=alexnet.CENTRE_CROP, counts
 
 def make_dataset(records_dir, split, mean, crops=alexnet.CENTRE_CROP):
     """A split of the records as decoded() gives them, in split.csv's order."""
-    return part_dataset(records_dir, split_positions(records_dir, split), mean, crops)
+    counts = split_counts(records_dir)
+    return part_dataset(records_dir, split_positions(records_dir, split, counts), mean, crops,
+                        counts)
 
 
 def training_dataset(records_dir, positions, seed, flip, mean, counts=None):

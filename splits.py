@@ -37,6 +37,7 @@ from atomicfile import atomic_write
 from dataset_folder import (SPLIT_FILE, SPLIT_HEADER, SPLITS, assign_splits, minimum_per_class,
                             record_files)
 from errors import UserError
+from feature_store import file_digest
 
 MAX_SPLITS = 999                 # split seeds 1000 * S + k stay distinct for k < 1000
 RATIOS_FLAG = '--split-ratios'
@@ -147,9 +148,7 @@ def pool_digest(items, records_dir=None):
         for split in SPLITS:
             for path in record_files(records_dir, split):
                 digest.update(('%s\n' % os.path.basename(path)).encode('utf-8'))
-                with open(path, 'rb') as f:
-                    for block in iter(lambda: f.read(1 << 20), b''):
-                        digest.update(block)
+                file_digest(path, digest)
     return digest.hexdigest()
 
 

@@ -91,9 +91,7 @@ def _run(settings, ready, index):
            if len(ready.parts['validation']) else ''))
     extraction = Extraction(settings, ready.weights, structure, mean, len(index.digests))
     try:
-        with training.progress(len(store.missing(index.digests)), 'features') as bar:
-            features = frozen_features.load(store, index.digests, extraction, bar.update,
-                                            settings.cache_ram_gb, settings.run_dir, log)
+        features = training.read_features(store, index.digests, extraction, settings)
     finally:
         extraction.close()
     train, test = ready.parts['train'], ready.parts['test']

@@ -54,6 +54,14 @@ def progress(total, desc):
                 disable=None, file=sys.stderr)
 
 
+def read_features(store, digests, extract, settings):
+    """frozen_features.load of the pool `digests` from `store`, what is missing computed by
+    `extract`, with a progress bar; memory-mapped above --cache-ram-gb from the run dir."""
+    with progress(len(store.missing(digests)), 'features') as bar:
+        return frozen_features.load(store, digests, extract, bar.update, settings.cache_ram_gb,
+                                    settings.run_dir, log)
+
+
 def lowest_trained(train_layers):
     return min(train_layers, key=netspec.LAYER_NAMES.index)
 
@@ -121,12 +129,13 @@ def record_start(settings, init):
 
 
 def start_from(settings, classes):
-    """The weights a new run starts from -> (Weights, where its layers came from for the log, or
-    None): read_pretrained; for a run started --init-from, recorded in the run dir
-    (record_start) before the feature store is keyed by it (frozen_features.frozen_source_digest).
+    """The weights a new run starts from -> (Weights, None), or for a run started --init-from
+    (Weights, (the log's words for where its layers came from, the layers taken from the
+    checkpoint)): read_pretrained, recorded in the run dir (record_start) before the feature store
+    is keyed by it (frozen_features.frozen_source_digest).
     """
     weights, init = read_pretrained(settings, classes)
-    return weights, (record_start(settings, init) if init else None)
+    return weights, ((record_start(settings, init), init[1]) if init else None)
 
 
 class TrainingGraph:
@@ -227,8 +236,7 @@ def prepare(settings, parts=None, split_rows=None):
     return Prepared(parts, lock, rows, description, weights, started)
 
 
-# weights: what a new run starts from (None when resuming); started: where its layers came from,
-# for the log
+# weights: what a new run starts from (None when resuming); started: start_from's second value
 Prepared = collections.namedtuple('Prepared', 'parts lock rows description weights started')
 
 
@@ -308,8 +316,7 @@ class Run:
                                               skip_layers=settings.skip_layers,
                                               source=settings.weights)
                 self.session.run(self.model.others_init)
-                sources = [started] if started else []
-                held = rundir.read_start(run_dir)['layers'] if settings.init_from else []
+                sources, held = ([started[0]], started[1]) if started else ([], [])
                 rest = [name for name in loaded if name not in held]
                 if rest:
                     sources.append('%s from %s' % (', '.join(rest), settings.weights))
@@ -319,11 +326,10 @@ class Run:
             self.features = None
             if store is not None:
                 self.labels, self.paths = index.labels, np.array(index.paths)
-                with progress(len(store.missing(index.digests)), 'features') as bar:
-                    self.features = frozen_features.load(
-                        store, index.digests,
-                        lambda positions: self.model.extractor.batches(self.session, positions),
-                        bar.update, settings.cache_ram_gb, run_dir, log)
+                self.features = read_features(
+                    store, index.digests,
+                    lambda positions: self.model.extractor.batches(self.session, positions),
+                    settings)
         except BaseException:
             self.__exit__(*sys.exc_info())
             raise
