@@ -140,7 +140,8 @@ def _running(pid):
     return True
 
 
-def _size(path):
+def size_of(path):
+    """Bytes of a file, or of the files below a folder."""
     if os.path.isdir(path) and not os.path.islink(path):
         return sum(os.path.getsize(os.path.join(root, name))
                    for root, _, names in os.walk(path) for name in names)
@@ -177,7 +178,7 @@ def remove_orphans(folder, held=False, target=None, log=None):
     count = freed = 0
     for path in orphans(folder, held, target):
         try:
-            size = _size(path)
+            size = size_of(path)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path)
             else:

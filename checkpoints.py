@@ -267,9 +267,13 @@ def open_model(run_dir, checkpoint=None):
 def arrays(prefix, structure):
     """{layer: {'weights', 'biases'}} numpy arrays of the network's layers in a checkpoint."""
     with reading(prefix):
-        reader = tf.train.load_checkpoint(prefix)
-        return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
-                       for kind in ('weights', 'biases')} for name in structure.names}
+        return _layers(tf.train.load_checkpoint(prefix), structure.names)
+
+
+def _layers(reader, names):
+    """{layer: {'weights', 'biases'}} of the layers `names` from a checkpoint's reader."""
+    return {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
+                   for kind in ('weights', 'biases')} for name in names}
 
 
 def space_warning(run_dir, epochs, keep, done, checkpoint_size, features=None):
@@ -337,8 +341,7 @@ def init_weights(where, weights, names, skip_layers, records_dir):
         reader = tf.train.load_checkpoint(prefix)
         held = [name for name in weights.structure.names
                 if name not in skip_layers and reader.has_tensor(name + '/weights')]
-        layers = {name: {kind: reader.get_tensor('%s/%s' % (name, kind))
-                         for kind in ('weights', 'biases')} for name in held}
+        layers = _layers(reader, held)
     merged = weights_file.Weights(dict(weights, **layers), weights.structure, weights.mean,
                                   weights.labels)
     return prefix, merged, held

@@ -58,7 +58,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     print('convert_tfrecord: image dir %s -> %s, ratios %s, seed %d, workers %s%s%s'
-          % (args.image_dir, args.output_dir, ' '.join('%g' % r for r in args.ratios), args.seed,
+          % (args.image_dir, args.output_dir, cli.show_list(args.ratios), args.seed,
              args.workers or '%d (one per core)' % images.default_workers(),
              ', overwrite' if args.overwrite else '', ', strict' if args.strict else ''))
     try:

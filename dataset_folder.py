@@ -97,7 +97,7 @@ def scan(image_dir):
     classes, found, ignored = [], {}, []
     for name in sorted(os.listdir(image_dir)):
         path = os.path.join(image_dir, name)
-        if name.startswith('.'):
+        if skip_reason(name) == 'hidden':
             ignored.append((name, 'hidden'))
         elif not os.path.isdir(path):
             ignored.append((name, 'not a class folder'))

@@ -38,13 +38,14 @@ def test_positions(records_dir, run_dir):
     if not os.path.exists(assigned):
         return records.split_positions(records_dir, 'test')
     fix = 'evaluate it with the --records-dir its protocol split'
-    where = {path: i for i, (path, _) in enumerate(splits.read_pool(records_dir))}
+    pool = [path for path, _ in splits.read_pool(records_dir)]
     rows = splits.read_split(assigned, fix)
-    absent = [path for path, _, part in rows if part == 'test' and path not in where]
+    present = set(pool)
+    absent = [path for path, _, _ in rows if path not in present]
     if absent:
         raise RunError('%s is a split of other records than %s (%s is not there): %s'
                        % (run_dir, records_dir, absent[0], fix))
-    return sorted(where[path] for path, _, part in rows if part == 'test')
+    return splits.positions(rows, pool)['test']
 
 
 def evaluate_checkpoint(records_dir, checkpoint, ten_crop=False):

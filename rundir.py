@@ -30,7 +30,7 @@ import numpy as np
 import netspec
 import outputdir
 import weights_file
-from atomicfile import atomic_write, human_size
+from atomicfile import atomic_write, human_size, size_of
 from errors import UserError
 
 METRICS_FILE = 'metrics.csv'
@@ -129,8 +129,7 @@ def _remove_old_cache(run_dir, log):
     folder = os.path.join(run_dir, 'feature_cache')
     if not os.path.isdir(folder):
         return
-    size = sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(folder) for name in names)
+    size = size_of(folder)
     shutil.rmtree(folder)
     log('removed %s, the per-run feature cache of earlier versions (%s): frozen features now '
         'live in the feature store (--feature-store)' % (folder, human_size(size)))

@@ -109,9 +109,7 @@ class Split:
     def positions(self, pool_paths):
         """{part: [positions in `pool_paths` of the part's images, ascending]}: the order in
         which a pass over the records meets them, and the order of the part's images in a run."""
-        where = {path: i for i, path in enumerate(pool_paths)}
-        return {part: sorted(where[path] for path, _, name in self.rows if name == part)
-                for part in SPLITS}
+        return positions(self.rows, pool_paths)
 
 
 def draw(items, classes, ratios, seed, k):
@@ -135,6 +133,14 @@ def draw(items, classes, ratios, seed, k):
                              if ratios[1] > 0 else ''))
     seed_k = split_seed(seed, k)
     return Split(k, seed_k, tuple(assign_splits(classes, by_class, ratios, seed_k)))
+
+
+def positions(rows, pool_paths):
+    """{part: [positions in `pool_paths` of the images `rows` ((path, label, part)) assign to
+    it, ascending]}."""
+    where = {path: i for i, path in enumerate(pool_paths)}
+    return {part: sorted(where[path] for path, _, name in rows if name == part)
+            for part in SPLITS}
 
 
 def pool_digest(items, records_dir=None):

@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -35,6 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import environment  # noqa: E402
+from common import load, work_dir  # noqa: E402
 
 # The import boundary: TensorFlow loads as `python fineturn.py` loads it.
 tf = environment.load_tensorflow()
@@ -59,10 +59,6 @@ CLASSES = 21
 GOALS = {'flip': 2.5, 'no-flip': 3.5}   # cached >= this many times faster than the full graph
 ROOFLINE_GOAL = 1.5                     # head step within this factor of its bound
 PIPELINE_GOAL = 0.90                    # tf.data-fed training >= this share of in-memory-fed
-
-
-def load():
-    return 'load %s' % ' '.join('%.2f' % x for x in os.getloadavg())
 
 
 def best_seconds(function, repeats, warmup=1):
@@ -303,88 +299,89 @@ def main(argv=None):
     parser.add_argument('--work-dir', help='where to generate data and runs (default: a temp dir)')
     args = parser.parse_args(argv)
     per_class, epochs, repeats = (10, 2, 2) if args.quick else (100, args.epochs, 10)
-    work = args.work_dir or tempfile.mkdtemp(prefix='bench_fineturn-')
-    os.makedirs(work, exist_ok=True)
     out = []
 
     def say(line=''):
         print(line, flush=True)
         out.append(line)
-    try:
-        say('bench_fineturn: %d cores, %s, TF_ENABLE_ONEDNN_OPTS=%s%s'
-            % (os.cpu_count(), load(), os.environ.get('TF_ENABLE_ONEDNN_OPTS'),
-               '  (QUICK: figures not meaningful)' if args.quick else ''))
-        started = time.perf_counter()
-        records_dir, weights = make_inputs(work, per_class)
-        say('inputs: %d classes x %d images 256x256 -> TFRecords, generated V1 Caffe AlexNet -> '
-            '.npz (%.0f s)' % (CLASSES, per_class, time.perf_counter() - started))
-
-        say('\n== 1. machine (%s)' % load())
-        gflops, gbps = sgemm_gflops(), copy_gbps()
-        say('numpy sgemm 2048^3 float32: %.0f GFLOP/s;  copy 512 MB on 2 threads: %.1f GB/s '
-            '(bytes read + written)' % (gflops, gbps))
-
-        say('\n== 2. graph speeds, in-memory inputs (%s)' % load())
-        for name, speed in forward_speeds(repeats).items():
-            say('%-45s %6.1f img/s' % (name, speed))
-        recipe = fineturn_settings(records_dir, weights, os.path.join(work, 'scratch'))
-        step, ops = head_step(recipe, repeats * 2)
-        say('%-45s %6.1f img/s  (%.1f ms/step; fineturn train_op, keep_prob %.1f)'
-            % ('head fc6-fc8 training step, batch %d' % BATCH, BATCH / step, step * 1e3,
-               recipe.keep_prob))
-
-        say('\n== 3. head step roofline (batch %d)' % BATCH)
-        flops, traffic, model = head_roofline(CLASSES)
-        bound = max(flops / (gflops * 1e9), traffic / (gbps * 1e9))
-        say('FLOPs %.2f G -> %.1f ms at %.0f GFLOP/s;  traffic %.2f GB -> %.1f ms at %.1f GB/s'
-            % (flops / 1e9, flops / gflops / 1e6, gflops, traffic / 1e9, traffic / gbps / 1e6,
-               gbps))
-        say('byte model: ' + model)
-        say('bound %.1f ms (%s-bound); measured %.1f ms = %.2fx the bound  [goal <= %.1fx: %s]'
-            % (bound * 1e3, 'memory' if traffic / gbps > flops / gflops else 'FLOP',
-               step * 1e3, step / bound, ROOFLINE_GOAL,
-               'PASS' if step / bound <= ROOFLINE_GOAL else 'FAIL'))
-        products = head_products_numpy(CLASSES)
-        say('the same products in numpy at their batch-%d shapes: %.1f ms (%.0f GFLOP/s); '
-            'measured step = %.2fx that' % (BATCH, products * 1e3, flops / products / 1e9,
-                                             step / products))
-        say('ops of one step, by duration (traced; ops overlap on 2 inter-op threads):')
-        for millis, label in ops[:9]:
-            say('  %6.1f ms  %s' % (millis, label))
-
-        say('\n== 4. full graph: tf.data input vs in-memory input (%s)' % load())
-        piped, in_memory, alone = full_graph_input(recipe)
-        say('train_op fed by tf.data (one epoch, flips):  %6.1f img/s' % piped)
-        say('same train_op fed one in-memory batch:       %6.1f img/s' % in_memory)
-        say('tf.data pipeline alone (decode, flip):       %6.1f img/s' % alone)
-        say('tf.data / in-memory = %.2f  [goal >= %.2f: %s]'
-            % (piped / in_memory, PIPELINE_GOAL,
-               'PASS' if piped / in_memory >= PIPELINE_GOAL else 'FAIL'))
-
-        say('\n== 5. python fineturn.py, %d epochs, start to test report' % epochs)
-        results = {}
-        for flip in (True, False):
-            for cache in (False, True):
-                name = '%s-%s' % ('flip' if flip else 'no-flip', 'cache' if cache else 'full')
-                results[name] = result = run_fineturn(work, records_dir, weights, name, epochs,
-                                                      flip, cache)
-                say('%-14s %7.1f s  (epochs %6.1f s, setup + features + test %5.1f s)  '
-                    'test acc %.3f  [%s before]'
-                    % (name, result['seconds'], result['epochs'],
-                       result['seconds'] - result['epochs'], result['accuracy'], result['load']))
-        for flip, goal in GOALS.items():
-            ratio = results[flip + '-full']['seconds'] / results[flip + '-cache']['seconds']
-            say('%-8s cached is %.2fx faster than the full graph  [goal >= %.1fx: %s]'
-                % (flip, ratio, goal, 'PASS' if ratio >= goal else 'FAIL'))
-        say('\nend: %s; total %.0f s' % (load(), time.perf_counter() - started))
-    finally:
-        if args.keep:
-            with open(os.path.join(work, 'bench_fineturn.txt'), 'w') as f:
-                f.write('\n'.join(out) + '\n')
-            print('kept %s' % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    with work_dir('bench_fineturn-', args.keep, args.work_dir) as work:
+        try:
+            run(args, work, per_class, epochs, repeats, say)
+        finally:
+            if args.keep:
+                with open(os.path.join(work, 'bench_fineturn.txt'), 'w') as f:
+                    f.write('\n'.join(out) + '\n')
     return 0
+
+
+def run(args, work, per_class, epochs, repeats, say):
+    """The benchmark's measurements, said through `say`, in `work`."""
+    say('bench_fineturn: %d cores, %s, TF_ENABLE_ONEDNN_OPTS=%s%s'
+        % (os.cpu_count(), load(), os.environ.get('TF_ENABLE_ONEDNN_OPTS'),
+           '  (QUICK: figures not meaningful)' if args.quick else ''))
+    started = time.perf_counter()
+    records_dir, weights = make_inputs(work, per_class)
+    say('inputs: %d classes x %d images 256x256 -> TFRecords, generated V1 Caffe AlexNet -> '
+        '.npz (%.0f s)' % (CLASSES, per_class, time.perf_counter() - started))
+
+    say('\n== 1. machine (%s)' % load())
+    gflops, gbps = sgemm_gflops(), copy_gbps()
+    say('numpy sgemm 2048^3 float32: %.0f GFLOP/s;  copy 512 MB on 2 threads: %.1f GB/s '
+        '(bytes read + written)' % (gflops, gbps))
+
+    say('\n== 2. graph speeds, in-memory inputs (%s)' % load())
+    for name, speed in forward_speeds(repeats).items():
+        say('%-45s %6.1f img/s' % (name, speed))
+    recipe = fineturn_settings(records_dir, weights, os.path.join(work, 'scratch'))
+    step, ops = head_step(recipe, repeats * 2)
+    say('%-45s %6.1f img/s  (%.1f ms/step; fineturn train_op, keep_prob %.1f)'
+        % ('head fc6-fc8 training step, batch %d' % BATCH, BATCH / step, step * 1e3,
+           recipe.keep_prob))
+
+    say('\n== 3. head step roofline (batch %d)' % BATCH)
+    flops, traffic, model = head_roofline(CLASSES)
+    bound = max(flops / (gflops * 1e9), traffic / (gbps * 1e9))
+    say('FLOPs %.2f G -> %.1f ms at %.0f GFLOP/s;  traffic %.2f GB -> %.1f ms at %.1f GB/s'
+        % (flops / 1e9, flops / gflops / 1e6, gflops, traffic / 1e9, traffic / gbps / 1e6,
+           gbps))
+    say('byte model: ' + model)
+    say('bound %.1f ms (%s-bound); measured %.1f ms = %.2fx the bound  [goal <= %.1fx: %s]'
+        % (bound * 1e3, 'memory' if traffic / gbps > flops / gflops else 'FLOP',
+           step * 1e3, step / bound, ROOFLINE_GOAL,
+           'PASS' if step / bound <= ROOFLINE_GOAL else 'FAIL'))
+    products = head_products_numpy(CLASSES)
+    say('the same products in numpy at their batch-%d shapes: %.1f ms (%.0f GFLOP/s); '
+        'measured step = %.2fx that' % (BATCH, products * 1e3, flops / products / 1e9,
+                                         step / products))
+    say('ops of one step, by duration (traced; ops overlap on 2 inter-op threads):')
+    for millis, label in ops[:9]:
+        say('  %6.1f ms  %s' % (millis, label))
+
+    say('\n== 4. full graph: tf.data input vs in-memory input (%s)' % load())
+    piped, in_memory, alone = full_graph_input(recipe)
+    say('train_op fed by tf.data (one epoch, flips):  %6.1f img/s' % piped)
+    say('same train_op fed one in-memory batch:       %6.1f img/s' % in_memory)
+    say('tf.data pipeline alone (decode, flip):       %6.1f img/s' % alone)
+    say('tf.data / in-memory = %.2f  [goal >= %.2f: %s]'
+        % (piped / in_memory, PIPELINE_GOAL,
+           'PASS' if piped / in_memory >= PIPELINE_GOAL else 'FAIL'))
+
+    say('\n== 5. python fineturn.py, %d epochs, start to test report' % epochs)
+    results = {}
+    for flip in (True, False):
+        for cache in (False, True):
+            name = '%s-%s' % ('flip' if flip else 'no-flip', 'cache' if cache else 'full')
+            results[name] = result = run_fineturn(work, records_dir, weights, name, epochs,
+                                                  flip, cache)
+            say('%-14s %7.1f s  (epochs %6.1f s, setup + features + test %5.1f s)  '
+                'test acc %.3f  [%s before]'
+                % (name, result['seconds'], result['epochs'],
+                   result['seconds'] - result['epochs'], result['accuracy'], result['load']))
+    for flip, goal in GOALS.items():
+        ratio = results[flip + '-full']['seconds'] / results[flip + '-cache']['seconds']
+        say('%-8s cached is %.2fx faster than the full graph  [goal >= %.1fx: %s]'
+            % (flip, ratio, goal, 'PASS' if ratio >= goal else 'FAIL'))
+    say('\nend: %s; total %.0f s' % (load(), time.perf_counter() - started))
 
 
 if __name__ == '__main__':

@@ -22,16 +22,15 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import environment  # noqa: E402
+from common import disk_bytes, load, work_dir  # noqa: E402
 
 environment.load_tensorflow()   # the import boundary (the inputs are made in this process)
 
@@ -49,10 +48,6 @@ SVM_RATIOS = (0.8, 0.0, 0.2)
 SVM_GOAL = 10.0                  # seconds per SVM split once the features exist
 FEATURES = re.compile(r'^features of (\d+) images: (\d+) reused from \S+, (\d+) computed.*; '
                       r'([\d.]+) s$', re.MULTILINE)
-
-
-def load():
-    return 'load %s' % ' '.join('%.2f' % x for x in os.getloadavg())
 
 
 def make_inputs(work, per_class):
@@ -90,9 +85,7 @@ def fineturn(work, name, *args):
 
 
 def megabytes(path):
-    """The size of the files under `path`, in MB."""
-    return sum(os.path.getsize(os.path.join(folder, name))
-               for folder, _, names in os.walk(path) for name in names) / 1e6
+    return disk_bytes(path) / 1e6
 
 
 def features_lines(log):
@@ -118,8 +111,7 @@ def main(argv=None):
     parser.add_argument('--keep', action='store_true', help='keep the work dir')
     args = parser.parse_args(argv)
     per_class, epochs = (10, 1) if args.quick else (100, args.epochs)
-    work = tempfile.mkdtemp(prefix='bench_protocol-')
-    try:
+    with work_dir('bench_protocol-', args.keep) as work:
         print('bench_protocol: %d cores, %s%s' % (os.cpu_count(), load(),
                                                   '  (QUICK: figures not meaningful)'
                                                   if args.quick else ''), flush=True)
@@ -198,11 +190,6 @@ def main(argv=None):
                              all(c == 0 for c, _ in lines[1:]) else 'FAIL'))
         print([line for line in svm_log.splitlines() if line.startswith('OA ')][-1])
         print('\nend: %s; total %.0f s' % (load(), time.perf_counter() - started))
-    finally:
-        if args.keep:
-            print('kept %s' % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

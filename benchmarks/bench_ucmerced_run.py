@@ -30,35 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def load():
-    return 'load %s' % ' '.join('%.2f' % x for x in os.getloadavg())
-
-
-def disk_bytes(path):
-    """Bytes `path` and everything under it occupy on disk, folders included (what du counts: a
-    feature store key has up to 256 shard folders)."""
-    if os.path.isfile(path):
-        return os.stat(path).st_blocks * 512
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in [os.curdir] + files:
-            try:
-                total += os.lstat(os.path.join(folder, name)).st_blocks * 512
-            except FileNotFoundError:     # a temporary file renamed or pruned meanwhile
-                pass
-    return total
-
-
-def store_entries(store):
-    """The entries in the feature store `store`: its .feat files, outside the .tmp folder where
-    entries are being written."""
-    count = 0
-    for folder, subfolders, files in os.walk(store):
-        if folder == store and '.tmp' in subfolders:
-            subfolders.remove('.tmp')
-        count += sum(name.endswith('.feat') for name in files)
-    return count
+from common import disk_bytes, load, store_entries  # noqa: E402
 
 
 def mb(size):

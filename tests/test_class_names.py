@@ -1,6 +1,5 @@
 """class_names.read, the one reader of class-name files, and its rule; the records, the converter
 and validate read through it."""
-import os
 
 import pytest
 
@@ -61,4 +60,3 @@ def test_the_converter_stores_places_names(tmp_path):
     out = str(tmp_path / 'places.npz')
     assert caffe_to_npy_main.main([prototxt, caffemodel, out, '--labels', labels]) == 0
     assert weights_file.read(out).labels == ['airfield', 'bamboo_forest', 'canyon']
-    assert os.path.exists(out)

@@ -34,7 +34,7 @@ import rundir
 import splits
 import svm
 from fault_injection import temporary_files
-from test_faults import assert_close
+from test_faults import assert_close, one_line_error, store_entries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES, PER_CLASS = 3, 10
@@ -231,9 +231,7 @@ def test_three_split_jobs_at_once_end_with_the_sequential_table(finetuned, pool,
                                                                              'predictions.csv'))] \
             == [(r['path'], r['predicted']) for r in read_csv(os.path.join(theirs,
                                                                              'predictions.csv'))]
-    entries = [name for _, _, names in os.walk(store) for name in names
-               if name.endswith(feature_store.SUFFIX)]
-    assert len(entries) == CLASSES * PER_CLASS
+    assert len(store_entries(store)) == CLASSES * PER_CLASS
     assert temporary_files(store) == temporary_files(together) == []
 
 
@@ -298,9 +296,8 @@ def test_without_validation_the_last_epoch_is_tested(pool, alexnet_npz, tmp_path
 
 def one_line(capsys, code):
     """The single error line of a fineturn.main that returned `code` 1."""
-    err = capsys.readouterr().err.strip()
-    assert code == 1 and len(err.splitlines()) == 1 and 'Traceback' not in err, err
-    return err
+    assert code == 1
+    return one_line_error(capsys.readouterr().err, 'fineturn.py')
 
 
 @pytest.mark.parametrize('extra, says', [
