@@ -136,8 +136,8 @@ def loaded_model(settings, cached):
                                    weights_file.IMAGENET_MEAN_BGR,
                                    records.own_parts(settings.records_dir, counts), cached)
     session = tf1.Session(graph=model.graph)
-    alexnet.load_weights(session, training.read_pretrained(settings, len(classes)),
-                         skip_layers=settings.skip_layers)
+    weights, _ = training.read_pretrained(settings, classes)
+    alexnet.load_weights(session, weights, skip_layers=settings.skip_layers)
     session.run(model.others_init)
     return model, session, counts['train']
 
